@@ -1,0 +1,170 @@
+"""At-least-once consumption with aiokafka: offsets are committed only after the handler finished
+every record of a batch, records that can never be processed go to the dead-letter topic, and the
+handler runs inside a span continuing the producer's trace."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
+from opentelemetry import trace
+
+from mlops import telemetry
+from mlops.bus import topics
+from mlops.bus.deadletter import dead_letter
+from mlops.bus.envelope import Envelope, decode_headers
+from mlops.bus.producer import Producer
+from mlops.errors import MlopsError, PoisonRecord
+from mlops.settings import PlatformSettings
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[Envelope], Awaitable[None]]
+
+
+class Consumer:
+    """Runs ``handler`` on each record of ``topic`` for consumer group ``group``.
+
+    A handler raising :class:`PoisonRecord` (or any :class:`MlopsError` meaning bad input) sends the record
+    to ``events.deadletter``; any other exception is retried with backoff, so nothing is skipped silently.
+    """
+
+    def __init__(
+        self,
+        settings: PlatformSettings,
+        topic: str,
+        group: str,
+        handler: Handler,
+        producer: Producer,
+        *,
+        max_records: int = 500,
+        max_attempts: int = 5,
+    ) -> None:
+        self.topic = topic
+        self.group = group
+        self._settings = settings
+        self._handler = handler
+        self._producer = producer
+        self._max_records = max_records
+        self._max_attempts = max_attempts
+        self._consumer: AIOKafkaConsumer | None = None
+        self._stopping = asyncio.Event()
+        self.assigned = False
+
+    def _build(self) -> AIOKafkaConsumer:
+        s = self._settings
+        return AIOKafkaConsumer(
+            topics.name(self.topic, s),
+            bootstrap_servers=s.kafka_bootstrap,
+            group_id=s.topic_prefix + self.group,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            session_timeout_ms=s.consumer_session_timeout_ms,
+            heartbeat_interval_ms=s.consumer_heartbeat_interval_ms,
+            rebalance_timeout_ms=s.consumer_rebalance_timeout_ms,
+            max_poll_records=self._max_records,
+        )
+
+    async def run(self) -> None:
+        self._consumer = self._build()
+        await self._consumer.start()
+        log.info("consuming %s as group %s", self.topic, self.group)
+        try:
+            while not self._stopping.is_set():
+                batches = await self._consumer.getmany(timeout_ms=500, max_records=self._max_records)
+                self.assigned = bool(self._consumer.assignment())
+                if not batches:
+                    continue
+                for tp, records in batches.items():
+                    for record in records:
+                        await self._handle(record)
+                    self._record_lag(tp, records[-1].offset)
+                await self._commit()
+        finally:
+            try:
+                await self._consumer.stop()
+            except KafkaError:
+                log.exception("closing consumer for %s", self.topic)
+
+    async def stop(self) -> None:
+        self._stopping.set()
+
+    async def _commit(self) -> None:
+        assert self._consumer is not None
+        for attempt in range(5):
+            try:
+                await self._consumer.commit()
+                return
+            except KafkaError as exc:
+                # After a rebalance the records are redelivered to the new owner; handlers are idempotent.
+                log.warning("offset commit failed (attempt %d): %s", attempt + 1, exc)
+                await asyncio.sleep(0.2 * (attempt + 1))
+
+    def _record_lag(self, tp: TopicPartition, last_offset: int) -> None:
+        assert self._consumer is not None
+        high = self._consumer.highwater(tp)
+        if high is not None:
+            telemetry.CONSUMER_LAG.labels(telemetry.service_name(), self.group, self.topic, tp.partition).set(
+                max(0, high - last_offset - 1)
+            )
+
+    async def _handle(self, record) -> None:  # type: ignore[no-untyped-def]
+        env = Envelope(
+            topic=self.topic,
+            value=record.value or b"",
+            key=record.key,
+            headers=decode_headers(record.headers),
+            partition=record.partition,
+            offset=record.offset,
+            timestamp_ms=record.timestamp,
+        )
+        ctx = telemetry.extract_context(env.headers)
+        span_attrs = {
+            "messaging.system": "kafka",
+            "messaging.operation.type": "process",
+            "messaging.destination.name": record.topic,
+            "messaging.consumer.group.name": self.group,
+            "messaging.kafka.offset": record.offset,
+            "messaging.destination.partition.id": str(record.partition),
+            "messaging.message.id": env.event_id,
+        }
+        with telemetry.tracer().start_as_current_span(
+            f"process {self.topic}", context=ctx, kind=trace.SpanKind.CONSUMER, attributes=span_attrs
+        ) as span:
+            for attempt in range(1, 10_000):
+                try:
+                    await self._handler(env)
+                    telemetry.RECORDS_CONSUMED.labels(telemetry.service_name(), self.topic, "ok").inc()
+                    return
+                except PoisonRecord as exc:
+                    await self._poison(env, exc.message, exc.field, span)
+                    return
+                except MlopsError as exc:
+                    if exc.http_status < 500:
+                        await self._poison(env, f"{exc.code}: {exc.message}", exc.field, span)
+                        return
+                    await self._backoff(env, exc, attempt)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    await self._backoff(env, exc, attempt)
+
+    async def _poison(self, env: Envelope, reason: str, field: str | None, span: trace.Span) -> None:
+        span.set_attribute("mlops.dead_letter.reason", reason)
+        await dead_letter(self._producer, env, reason, field)
+        telemetry.RECORDS_CONSUMED.labels(telemetry.service_name(), self.topic, "dead_letter").inc()
+
+    async def _backoff(self, env: Envelope, exc: Exception, attempt: int) -> None:
+        telemetry.RECORDS_CONSUMED.labels(telemetry.service_name(), self.topic, "retry").inc()
+        delay = min(5.0, 0.1 * 2 ** min(attempt, 6))
+        log.warning(
+            "handler for %s@%s/%s failed (attempt %d, retry in %.1fs): %r",
+            self.topic, env.partition, env.offset, attempt, delay, exc,
+        )
+        if self._stopping.is_set():
+            # Leave the offset uncommitted: the record is redelivered after restart.
+            raise asyncio.CancelledError
+        await asyncio.sleep(delay)

@@ -1,0 +1,80 @@
+"""OpenTelemetry tracing (OTLP when ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set) and the Prometheus metrics
+every service shares, with one set of names and labels.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable, Mapping
+
+from opentelemetry import context as otel_context
+from opentelemetry import propagate, trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from prometheus_client import Counter, Gauge, Histogram
+
+log = logging.getLogger(__name__)
+
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+REQUESTS = Counter(
+    "mlops_requests_total", "Requests served.", ["service", "transport", "method", "code"]
+)
+REQUEST_LATENCY = Histogram(
+    "mlops_request_duration_seconds",
+    "Request latency.",
+    ["service", "transport", "method"],
+    buckets=_LATENCY_BUCKETS,
+)
+RECORDS_CONSUMED = Counter(
+    "mlops_records_consumed_total", "Kafka records handled.", ["service", "topic", "outcome"]
+)
+RECORDS_PRODUCED = Counter("mlops_records_produced_total", "Kafka records produced.", ["service", "topic"])
+CONSUMER_LAG = Gauge(
+    "mlops_consumer_lag", "Records behind the high watermark.", ["service", "group", "topic", "partition"]
+)
+DEAD_LETTERS = Counter("mlops_dead_letters_total", "Records sent to the dead-letter topic.", ["service", "reason"])
+
+_service_name = "mlops"
+
+
+def setup(service: str) -> None:
+    """Install the tracer provider for ``service``; exports over OTLP only when an endpoint is configured."""
+    global _service_name
+    _service_name = service
+    resource = Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME", f"mlops-{service}")})
+    provider = TracerProvider(resource=resource)
+    if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+        log.info("tracing: exporting spans over OTLP to %s", os.environ["OTEL_EXPORTER_OTLP_ENDPOINT"])
+    trace.set_tracer_provider(provider)
+
+
+def service_name() -> str:
+    return _service_name
+
+
+def tracer() -> trace.Tracer:
+    return trace.get_tracer("mlops")
+
+
+def inject_headers() -> list[tuple[str, bytes]]:
+    """The current trace context as Kafka record headers (``traceparent``, ``tracestate``)."""
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    return [(k, v.encode()) for k, v in carrier.items()]
+
+
+def extract_context(headers: Mapping[str, str] | Iterable[tuple[str, str]]) -> otel_context.Context:
+    """A trace context from HTTP headers, gRPC metadata or decoded Kafka headers."""
+    carrier = dict(headers) if not isinstance(headers, Mapping) else dict(headers)
+    return propagate.extract({k.lower(): v for k, v in carrier.items()})
+
+
+def current_trace_id() -> str:
+    ctx = trace.get_current_span().get_span_context()
+    return format(ctx.trace_id, "032x") if ctx.is_valid else ""

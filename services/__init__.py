@@ -1,0 +1,1 @@
+"""The eight services of the platform, one package each; each runs as its own process."""
