@@ -49,6 +49,9 @@ def _wrap_unary(
             except grpc.aio.AbortError:
                 code = "ABORTED_BY_HANDLER"
                 raise
+            except Exception:
+                code = "INTERNAL"
+                raise
             finally:
                 telemetry.REQUESTS.labels(service, "grpc", method, code).inc()
                 telemetry.REQUEST_LATENCY.labels(service, "grpc", method).observe(time.perf_counter() - start)

@@ -92,4 +92,6 @@ def peer_address(service: str, kind: str = "grpc", host: str | None = None) -> s
     """``host:port`` of another service's gRPC or HTTP listener, from the same env vars it reads."""
     s = service_settings(service)
     port = s.grpc_port if kind == "grpc" else s.http_port
-    return f"{host or PlatformSettings().host}:{port}"
+    host = host or PlatformSettings().host
+    # A service bound to every interface is reached on loopback (compose runs them in one network namespace).
+    return f"{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"

@@ -71,7 +71,7 @@ def inject_headers() -> list[tuple[str, bytes]]:
 
 def extract_context(headers: Mapping[str, str] | Iterable[tuple[str, str]]) -> otel_context.Context:
     """A trace context from HTTP headers, gRPC metadata or decoded Kafka headers."""
-    carrier = dict(headers) if not isinstance(headers, Mapping) else dict(headers)
+    carrier = dict(headers)
     return propagate.extract({k.lower(): v for k, v in carrier.items()})
 
 

@@ -41,7 +41,7 @@ class Consumer:
         producer: Producer,
         *,
         max_records: int = 500,
-        max_attempts: int = 5,
+        before_commit: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.topic = topic
         self.group = group
@@ -49,7 +49,9 @@ class Consumer:
         self._handler = handler
         self._producer = producer
         self._max_records = max_records
-        self._max_attempts = max_attempts
+        # Runs after a batch's records were handled and before its offsets are committed: handlers that
+        # buffer (e.g. Parquet writers) flush here, so a committed offset always means durable output.
+        self._before_commit = before_commit
         self._consumer: AIOKafkaConsumer | None = None
         self._stopping = asyncio.Event()
         self.assigned = False
@@ -82,6 +84,7 @@ class Consumer:
                     for record in records:
                         await self._handle(record)
                     self._record_lag(tp, records[-1].offset)
+                await self._run_before_commit()
                 await self._commit()
         finally:
             try:
@@ -91,6 +94,19 @@ class Consumer:
 
     async def stop(self) -> None:
         self._stopping.set()
+
+    async def _run_before_commit(self) -> None:
+        attempt = 0
+        while self._before_commit is not None:
+            try:
+                await self._before_commit()
+                return
+            except Exception as exc:
+                attempt += 1
+                log.warning("flush before commit on %s failed (attempt %d): %r", self.topic, attempt, exc)
+                if self._stopping.is_set():
+                    raise
+                await asyncio.sleep(min(5.0, 0.2 * attempt))
 
     async def _commit(self) -> None:
         assert self._consumer is not None

@@ -1,0 +1,1 @@
+"""Drift service: streaming drift detection on predictions and labels, per model version."""

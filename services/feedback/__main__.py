@@ -1,0 +1,41 @@
+"""Feedback service: joins business outcomes to predictions, emitting rewards and labels exactly once."""
+
+from mlops.bus import topics
+from mlops.service import Service, run_main
+from mlops.settings import PlatformSettings, service_settings
+from mlops.v1 import feedback_pb2_grpc
+
+from services.feedback import consumers, grpc_api, http
+from services.feedback.core import FeedbackCore
+from services.feedback.settings import FeedbackSettings
+from services.feedback.store import JoinStore
+
+
+async def main() -> None:
+    settings = PlatformSettings()
+    feedback = FeedbackSettings()
+    service = Service(settings, service_settings("feedback"))
+    assert service.producer is not None
+    store = JoinStore(
+        service.redis,
+        prediction_ttl_s=feedback.prediction_ttl_s,
+        feedback_ttl_s=feedback.feedback_ttl_s,
+        dedup_ttl_s=settings.dedup_ttl_s,
+        claim_lease_s=feedback.claim_lease_s,
+    )
+    core = FeedbackCore(store, service.producer, feedback)
+    service.add_http(http.router(core))
+    servicer = grpc_api.Servicer(core)
+    service.add_grpc(lambda server: feedback_pb2_grpc.add_FeedbackServiceServicer_to_server(servicer, server))
+    service.add_consumer(topics.PREDICTIONS, consumers.on_prediction(core))
+    service.add_consumer(topics.FEEDBACK_RAW, consumers.on_feedback(core))
+    service.add_task(core.run_sweeper)
+    await service.run()
+
+
+def cli() -> None:
+    run_main("feedback", main)
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,219 @@
+"""REST transport of the Open Inference Protocol (KServe V2) under ``/v2``, with the binary tensor
+extension: a body of a JSON header (``Inference-Header-Content-Length`` bytes) followed by raw tensors,
+as ``tritonclient.http`` sends and expects it.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import zlib
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field, ValidationError
+
+from mlops.errors import InvalidArgument
+from services.inference import codec
+from services.inference.core import DataPlane, InferRequest, InferResponse, ModelMetadata, Tensor
+
+HEADER_LENGTH = "Inference-Header-Content-Length"
+
+
+class TensorMetadataModel(BaseModel):
+    name: str
+    datatype: str
+    shape: list[int]
+
+
+class ModelMetadataResponse(BaseModel):
+    name: str
+    versions: list[str]
+    platform: str
+    inputs: list[TensorMetadataModel]
+    outputs: list[TensorMetadataModel]
+
+
+class ServerMetadataResponse(BaseModel):
+    name: str
+    version: str
+    extensions: list[str]
+
+
+class RequestInput(BaseModel):
+    name: str
+    shape: list[int]
+    datatype: str
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    data: Any = None
+
+
+class RequestOutput(BaseModel):
+    name: str
+    parameters: dict[str, Any] = Field(default_factory=dict)
+
+
+class InferenceRequestModel(BaseModel):
+    """The JSON part of a V2 inference request."""
+
+    id: str = ""
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    inputs: list[RequestInput]
+    outputs: list[RequestOutput] = Field(default_factory=list)
+
+
+_INFER_DOC = {
+    "requestBody": {
+        "content": {
+            "application/json": {"schema": InferenceRequestModel.model_json_schema()},
+            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+        },
+        "required": True,
+    }
+}
+
+
+def _decompress(body: bytes, encoding: str | None) -> bytes:
+    try:
+        if encoding == "gzip":
+            return gzip.decompress(body)
+        if encoding == "deflate":
+            return zlib.decompress(body)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise InvalidArgument(f"body is not valid {encoding}: {exc}", field="Content-Encoding") from None
+    return body
+
+
+def parse_infer_body(
+    model: str, version: str, body: bytes, header_length: str | None
+) -> tuple[InferRequest, InferenceRequestModel]:
+    """Split the body into its JSON header and binary section and decode every input tensor."""
+    if header_length is not None:
+        try:
+            split = int(header_length)
+        except ValueError:
+            raise InvalidArgument(f"{HEADER_LENGTH} must be an integer", field=HEADER_LENGTH) from None
+        if not 0 <= split <= len(body):
+            raise InvalidArgument(f"{HEADER_LENGTH} {split} is outside the body", field=HEADER_LENGTH)
+        header, binary = body[:split], memoryview(body)[split:]
+    else:
+        header, binary = body, memoryview(b"")
+    try:
+        doc = InferenceRequestModel.model_validate_json(header)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first.get("loc", ())) or None
+        raise InvalidArgument(f"invalid inference request: {first.get('msg')}", field=field) from None
+    tensors: list[Tensor] = []
+    offset = 0
+    for item in doc.inputs:
+        size = item.parameters.get("binary_data_size")
+        if size is not None:
+            if not isinstance(size, int) or size < 0 or offset + size > len(binary):
+                raise InvalidArgument(f"input '{item.name}': binary_data_size runs past the body", field=item.name)
+            array = codec.from_raw(item.name, item.datatype, item.shape, binary[offset : offset + size])
+            offset += size
+        elif item.data is not None:
+            array = codec.from_json(item.name, item.datatype, item.shape, item.data)
+        else:
+            raise InvalidArgument(f"input '{item.name}' has neither data nor binary_data_size", field=item.name)
+        tensors.append(Tensor(item.name, item.datatype, array))
+    request = InferRequest(
+        model=model, version=version, id=doc.id, inputs=tensors, outputs=[o.name for o in doc.outputs]
+    )
+    return request, doc
+
+
+def render_infer_response(response: InferResponse, doc: InferenceRequestModel) -> Response:
+    """JSON, or the JSON header plus raw tensors when the request asked for binary outputs."""
+    default_binary = bool(doc.parameters.get("binary_data_output", False))
+    wants = {o.name: bool(o.parameters.get("binary_data", default_binary)) for o in doc.outputs}
+    outputs: list[dict[str, Any]] = []
+    blobs: list[bytes] = []
+    for tensor in response.outputs:
+        entry: dict[str, Any] = {"name": tensor.name, "datatype": tensor.datatype, "shape": tensor.shape}
+        if wants.get(tensor.name, default_binary):
+            raw = codec.to_raw(tensor.array)
+            entry["parameters"] = {"binary_data_size": len(raw)}
+            blobs.append(raw)
+        else:
+            entry["data"] = codec.to_json(tensor.array)[2]
+        outputs.append(entry)
+    body: dict[str, Any] = {"model_name": response.model, "model_version": response.version, "outputs": outputs}
+    if response.id:
+        body["id"] = response.id
+    header = json.dumps(body, separators=(",", ":")).encode()
+    if not blobs:
+        return Response(header, media_type="application/json")
+    return Response(
+        b"".join([header, *blobs]),
+        media_type="application/octet-stream",
+        headers={HEADER_LENGTH: str(len(header))},
+    )
+
+
+def _metadata(meta: ModelMetadata) -> ModelMetadataResponse:
+    return ModelMetadataResponse(
+        name=meta.name,
+        versions=meta.versions,
+        platform=meta.platform,
+        inputs=[TensorMetadataModel(name=t.name, datatype=t.datatype, shape=t.shape) for t in meta.inputs],
+        outputs=[TensorMetadataModel(name=t.name, datatype=t.datatype, shape=t.shape) for t in meta.outputs],
+    )
+
+
+def router(plane: DataPlane) -> APIRouter:
+    api = APIRouter(prefix="/v2", tags=["inference"])
+
+    @api.get("/health/live")
+    async def live() -> JSONResponse:
+        return JSONResponse({"live": plane.live()}, status_code=200)
+
+    @api.get("/health/ready")
+    async def ready() -> JSONResponse:
+        ok = plane.ready()
+        return JSONResponse({"ready": ok}, status_code=200 if ok else 503)
+
+    @api.get("")
+    async def server_metadata() -> ServerMetadataResponse:
+        return ServerMetadataResponse.model_validate(plane.server_metadata())
+
+    @api.get("/models/{name}")
+    async def model_metadata(name: str) -> ModelMetadataResponse:
+        return _metadata(plane.model_metadata(name))
+
+    @api.get("/models/{name}/versions/{version}")
+    async def model_version_metadata(name: str, version: str) -> ModelMetadataResponse:
+        return _metadata(plane.model_metadata(name, version))
+
+    async def _ready(name: str, version: str) -> JSONResponse:
+        ok = plane.model_ready(name, version)
+        body = {"name": name, "ready": ok}
+        if version:
+            body["version"] = version
+        # V2: 200 means ready, a 4xx means not (yet).
+        return JSONResponse(body, status_code=200 if ok else 409)
+
+    @api.get("/models/{name}/ready")
+    async def model_ready(name: str) -> JSONResponse:
+        return await _ready(name, "")
+
+    @api.get("/models/{name}/versions/{version}/ready")
+    async def model_version_ready(name: str, version: str) -> JSONResponse:
+        return await _ready(name, version)
+
+    async def _infer(name: str, version: str, request: Request) -> Response:
+        body = _decompress(await request.body(), request.headers.get("content-encoding"))
+        infer_request, doc = parse_infer_body(name, version, body, request.headers.get(HEADER_LENGTH))
+        return render_infer_response(await plane.infer(infer_request), doc)
+
+    @api.post("/models/{name}/infer", openapi_extra=_INFER_DOC)
+    async def infer(name: str, request: Request) -> Response:
+        return await _infer(name, "", request)
+
+    @api.post("/models/{name}/versions/{version}/infer", openapi_extra=_INFER_DOC)
+    async def infer_version(name: str, version: str, request: Request) -> Response:
+        return await _infer(name, version, request)
+
+    return api

@@ -1,0 +1,189 @@
+"""Stream schemas: field names, types, required, ranges and enums; validation of one event against its
+schema, with errors that name the field and the reason; durable storage of schemas under MLOPS_HOME."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, field_validator
+
+from mlops.errors import InvalidArgument, NotFound
+
+FieldType = Literal["float", "int", "string", "bool"]
+RESERVED = {"event_id", "stream"}
+_STREAM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+
+
+class FieldSpec(BaseModel):
+    name: str
+    type: FieldType
+    required: bool = True
+    min: float | None = None
+    max: float | None = None
+    enum: list[str] | None = None
+
+
+class StreamSchema(BaseModel):
+    stream: str = ""
+    entity_field: str = "entity_id"
+    time_field: str = "event_time"
+    fields: list[FieldSpec] = Field(default_factory=list)
+    version: int = 0
+
+    @field_validator("fields")
+    @classmethod
+    def _unique(cls, fields: list[FieldSpec]) -> list[FieldSpec]:
+        names = [f.name for f in fields]
+        dupes = {n for n in names if names.count(n) > 1}
+        if dupes:
+            raise ValueError(f"duplicate field names: {sorted(dupes)}")
+        return fields
+
+
+class ValidEvent(BaseModel):
+    """An event that passed its schema, normalised."""
+
+    event_id: str | None
+    entity_id: str
+    event_time: datetime
+    fields: dict[str, Any]
+
+
+class EventError(InvalidArgument):
+    """Why one event was rejected; ``reason`` is a short code for counters."""
+
+    def __init__(self, message: str, field: str | None, reason: str) -> None:
+        super().__init__(message, field)
+        self.reason = reason
+
+
+def check_stream_name(stream: str) -> None:
+    if not _STREAM_NAME.match(stream):
+        raise InvalidArgument(
+            "stream names are 1-128 characters of letters, digits, '_', '.', '-'", field="stream"
+        )
+
+
+def _parse_time(value: Any, field: str) -> datetime:
+    if isinstance(value, bool):
+        raise EventError(f"{field} must be an ISO-8601 time or epoch seconds", field, "bad_time")
+    if isinstance(value, int | float):
+        if not math.isfinite(value):
+            raise EventError(f"{field} must be finite", field, "bad_time")
+        return datetime.fromtimestamp(float(value), tz=UTC)
+    if isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError as exc:
+            raise EventError(f"{field} is not an ISO-8601 time: {value!r}", field, "bad_time") from exc
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    raise EventError(f"{field} must be an ISO-8601 time or epoch seconds", field, "bad_time")
+
+
+def _check_value(spec: FieldSpec, value: Any) -> Any:
+    name = spec.name
+    if spec.type == "bool":
+        if not isinstance(value, bool):
+            raise EventError(f"{name} must be a bool, got {type(value).__name__}", name, "wrong_type")
+        return value
+    if spec.type == "string":
+        if not isinstance(value, str):
+            raise EventError(f"{name} must be a string, got {type(value).__name__}", name, "wrong_type")
+        if spec.enum is not None and value not in spec.enum:
+            raise EventError(f"{name} must be one of {spec.enum}, got {value!r}", name, "not_in_enum")
+        return value
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise EventError(f"{name} must be a {spec.type}, got {type(value).__name__}", name, "wrong_type")
+    if spec.type == "int":
+        if isinstance(value, float) and not value.is_integer():
+            raise EventError(f"{name} must be an int, got {value}", name, "wrong_type")
+        value = int(value)
+    else:
+        value = float(value)
+        if not math.isfinite(value):
+            raise EventError(f"{name} must be a finite number", name, "wrong_type")
+    if spec.min is not None and value < spec.min:
+        raise EventError(f"{name} must be >= {spec.min}, got {value}", name, "out_of_range")
+    if spec.max is not None and value > spec.max:
+        raise EventError(f"{name} must be <= {spec.max}, got {value}", name, "out_of_range")
+    return value
+
+
+def validate_event(schema: StreamSchema, event: Any, now: datetime | None = None) -> ValidEvent:
+    """Check ``event`` against ``schema``; raises :class:`EventError` naming the field and the reason."""
+    if not isinstance(event, dict):
+        raise EventError(f"an event must be a JSON object, got {type(event).__name__}", None, "not_an_object")
+    event_id = event.get("event_id")
+    if event_id is not None and (not isinstance(event_id, str) or not event_id or len(event_id) > 256):
+        raise EventError("event_id must be a non-empty string of at most 256 characters", "event_id", "bad_event_id")
+    entity = event.get(schema.entity_field)
+    if entity is None or entity == "":
+        raise EventError(f"{schema.entity_field} is required", schema.entity_field, "missing_field")
+    if isinstance(entity, bool) or not isinstance(entity, str | int):
+        raise EventError(f"{schema.entity_field} must be a string or an int", schema.entity_field, "wrong_type")
+    raw_time = event.get(schema.time_field)
+    event_time = _parse_time(raw_time, schema.time_field) if raw_time is not None else (now or datetime.now(UTC))
+    specs = {f.name: f for f in schema.fields}
+    known = set(specs) | RESERVED | {schema.entity_field, schema.time_field}
+    for key in event:
+        if key not in known:
+            raise EventError(f"{key} is not a field of stream {schema.stream!r}", key, "unknown_field")
+    fields: dict[str, Any] = {}
+    for spec in schema.fields:
+        value = event.get(spec.name)
+        if value is None:
+            if spec.required:
+                raise EventError(f"{spec.name} is required", spec.name, "missing_field")
+            continue
+        fields[spec.name] = _check_value(spec, value)
+    return ValidEvent(event_id=event_id, entity_id=str(entity), event_time=event_time, fields=fields)
+
+
+class SchemaStore:
+    """Schemas kept as JSON files (written atomically) under ``<home>/ingest/schemas``, cached in memory."""
+
+    def __init__(self, root: Path) -> None:
+        self._root = root
+        self._root.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._cache: dict[str, tuple[float, StreamSchema]] = {}
+
+    def _path(self, stream: str) -> Path:
+        return self._root / f"{stream}.json"
+
+    def put(self, stream: str, schema: StreamSchema) -> StreamSchema:
+        check_stream_name(stream)
+        with self._lock:
+            previous = self._load(stream)
+            stored = schema.model_copy(update={"stream": stream, "version": (previous.version if previous else 0) + 1})
+            tmp = self._path(stream).with_suffix(".tmp")
+            tmp.write_text(stored.model_dump_json(indent=2))
+            tmp.replace(self._path(stream))
+            self._cache[stream] = (self._path(stream).stat().st_mtime, stored)
+            return stored
+
+    def get(self, stream: str) -> StreamSchema:
+        schema = self._load(stream)
+        if schema is None:
+            raise NotFound(f"stream {stream!r} has no schema; PUT /v1/streams/{stream}/schema first", field="stream")
+        return schema
+
+    def _load(self, stream: str) -> StreamSchema | None:
+        """The stored schema; re-read only when the file changed (another ingest process may have written it)."""
+        path = self._path(stream)
+        try:
+            mtime = path.stat().st_mtime
+        except FileNotFoundError:
+            return None
+        cached = self._cache.get(stream)
+        if cached and cached[0] == mtime:
+            return cached[1]
+        schema = StreamSchema.model_validate(json.loads(path.read_text()))
+        self._cache[stream] = (mtime, schema)
+        return schema

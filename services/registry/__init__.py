@@ -1,0 +1,1 @@
+"""Registry service: experiments, runs, model versions, stages and content-addressed artifacts."""

@@ -1,0 +1,36 @@
+"""Registry service: experiments, runs, model versions, stages and verified artifacts (REST + gRPC)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from mlops.service import Service, run_main
+from mlops.settings import PlatformSettings, service_settings
+from mlops.v1 import registry_pb2_grpc
+from services.registry import grpc_api, http
+from services.registry.artifacts import ArtifactStore
+from services.registry.core import Registry
+from services.registry.store import RegistryStore
+
+
+async def main() -> None:
+    settings = PlatformSettings()
+    service = Service(settings, service_settings("registry"))
+    store = await asyncio.to_thread(RegistryStore, settings.registry_url, ArtifactStore(settings.home / "artifacts"))
+    registry = Registry(store, service.producer)
+    service.add_http(http.router(registry))
+    service.add_grpc(
+        lambda server: registry_pb2_grpc.add_RegistryServiceServicer_to_server(grpc_api.Servicer(registry), server)
+    )
+    service.add_task(registry.outbox_loop)
+    service.add_readiness("database", registry.database_ready)
+    service.on_stop(lambda: asyncio.to_thread(store.close))
+    await service.run()
+
+
+def cli() -> None:
+    run_main("registry", main)
+
+
+if __name__ == "__main__":
+    cli()

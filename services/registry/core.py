@@ -1,0 +1,148 @@
+"""The registry's async facade: runs the store off the event loop and publishes ``models.lifecycle``.
+
+Every write commits its transitions first and publishes them after, from the transitions table
+(an outbox): a publish that fails is retried by :meth:`Registry.outbox_loop`, with the same event_ids.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from mlops.bus import topics
+from mlops.bus.producer import Producer
+from mlops.v1 import events_pb2
+from services.registry.card import build_card, render_markdown
+from services.registry.store import RegistryStore
+from services.registry.views import (
+    ExperimentView,
+    LifecycleEvent,
+    ModelSummary,
+    RegisterInput,
+    RunView,
+    VersionView,
+)
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+def lifecycle_message(event: LifecycleEvent) -> events_pb2.ModelLifecycle:
+    ts = Timestamp()
+    ts.FromDatetime(event.time)
+    return events_pb2.ModelLifecycle(
+        action=event.action,
+        model=event.model,
+        version=event.version,
+        stage=event.stage,
+        previous_stage=event.previous_stage,
+        artifact_sha256=event.artifact_sha256,
+        reason=event.reason,
+        actor=event.actor,
+        time=ts,
+    )
+
+
+class Registry:
+    """What the REST and gRPC adapters call."""
+
+    def __init__(self, store: RegistryStore, producer: Producer | None, outbox_interval_s: float = 2.0) -> None:
+        self.store = store
+        self._producer = producer
+        self._publish_lock = asyncio.Lock()
+        self._outbox_interval_s = outbox_interval_s
+
+    async def _run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        return await asyncio.to_thread(fn, *args, **kwargs)
+
+    async def database_ready(self) -> bool:
+        return await asyncio.wait_for(self._run(self.store.ping), 2.0)
+
+    # -- writes ----------------------------------------------------------------------------------------
+    async def register(self, req: RegisterInput) -> VersionView:
+        view = await self._run(self.store.register, req)
+        await self._publish_quietly()
+        return view
+
+    async def set_stage(self, model: str, version: str, stage: str, *, reason: str, actor: str) -> VersionView:
+        view = await self._run(self.store.set_stage, model, version, stage, reason=reason, actor=actor)
+        await self._publish_quietly()
+        return view
+
+    async def rollback(self, model: str, *, reason: str, actor: str) -> VersionView:
+        view = await self._run(self.store.rollback, model, reason=reason, actor=actor)
+        await self._publish_quietly()
+        return view
+
+    # -- reads -----------------------------------------------------------------------------------------
+    async def get_version(self, model: str, version: str) -> VersionView:
+        return await self._run(self.store.get_version, model, version)
+
+    async def list_versions(self, model: str = "", stages: list[str] | None = None) -> list[VersionView]:
+        return await self._run(self.store.list_versions, model, stages)
+
+    async def resolve_alias(self, model: str, alias: str) -> VersionView:
+        return await self._run(self.store.resolve_alias, model, alias)
+
+    async def list_models(self) -> list[ModelSummary]:
+        return await self._run(self.store.list_models)
+
+    async def get_model(self, name: str) -> ModelSummary:
+        return await self._run(self.store.get_model, name)
+
+    async def list_experiments(self) -> list[ExperimentView]:
+        return await self._run(self.store.list_experiments)
+
+    async def list_runs(self, experiment: str) -> list[RunView]:
+        return await self._run(self.store.list_runs, experiment)
+
+    async def get_run(self, run_id: str) -> RunView:
+        return await self._run(self.store.get_run, run_id)
+
+    async def artifact(self, model: str, version: str) -> tuple[VersionView, bytes]:
+        """A version's artifact bytes, verified against its sha256 (a mismatch raises, nothing is served)."""
+        return await self._run(self.store.read_artifact, model, version)
+
+    async def card(self, model: str, version: str) -> dict[str, Any]:
+        view = await self.get_version(model, version)
+        run = await self.get_run(view.run_id) if view.run_id else None
+        card = build_card(view, run)
+        return {**card, "markdown": render_markdown(card)}
+
+    # -- lifecycle events ------------------------------------------------------------------------------
+    async def publish_pending(self) -> int:
+        """Send every unpublished lifecycle event, oldest first; returns how many went out."""
+        if self._producer is None or not self._producer.started:
+            return 0
+        sent = 0
+        async with self._publish_lock:
+            while True:
+                events = await self._run(self.store.pending_events)
+                if not events:
+                    return sent
+                done: list[int] = []
+                try:
+                    for event in events:
+                        await self._producer.send(
+                            topics.MODELS_LIFECYCLE, lifecycle_message(event), key=event.model, event_id=event.event_id
+                        )
+                        done.append(event.seq)
+                finally:
+                    await self._run(self.store.mark_published, done)
+                sent += len(done)
+
+    async def _publish_quietly(self) -> None:
+        try:
+            await self.publish_pending()
+        except Exception:
+            log.exception("publishing lifecycle events failed; the outbox retries")
+
+    async def outbox_loop(self) -> None:
+        """Background task: publish whatever earlier attempts left behind."""
+        while True:
+            await self._publish_quietly()
+            await asyncio.sleep(self._outbox_interval_s)

@@ -1,0 +1,111 @@
+"""Stage rules, pure: the stage names, validation, what a transition changes, and rollback targets.
+
+A model has at most one version in ``production``: promoting one demotes the previous holder to
+``archived``. Aliases are derived from stages (no separate alias table): ``production``/``champion``,
+``latest``, and ``candidate``/``shadow``/``canary``/``archived`` (the highest version in that stage).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from mlops.errors import Conflict, InvalidArgument
+
+CANDIDATE = "candidate"
+SHADOW = "shadow"
+CANARY = "canary"
+PRODUCTION = "production"
+ARCHIVED = "archived"
+STAGES: tuple[str, ...] = (CANDIDATE, SHADOW, CANARY, PRODUCTION, ARCHIVED)
+#: Stages the inference service loads (everything but archived).
+SERVING_STAGES: tuple[str, ...] = (CANDIDATE, SHADOW, CANARY, PRODUCTION)
+
+LATEST = "latest"
+CHAMPION = "champion"
+ALIASES: tuple[str, ...] = (LATEST, CHAMPION, *STAGES)
+
+REGISTERED = "registered"
+STAGE_CHANGED = "stage_changed"
+
+
+def normalize_stage(stage: str, *, default: str | None = None) -> str:
+    """``stage`` lower-cased and checked; empty gives ``default`` when one is allowed."""
+    value = (stage or "").strip().lower()
+    if not value and default is not None:
+        return default
+    if value not in STAGES:
+        raise InvalidArgument(f"unknown stage {stage!r}; expected one of {', '.join(STAGES)}", field="stage")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class StageChange:
+    """One version moving from one stage to another."""
+
+    version: int
+    from_stage: str
+    to_stage: str
+
+
+def plan_transition(stages: Mapping[int, str], version: int, target: str) -> list[StageChange]:
+    """The changes that putting ``version`` in ``target`` implies, given every version's current stage.
+
+    Demotions come first, so at no point are two versions in production. Setting the stage a version
+    already has changes nothing.
+    """
+    if version not in stages:
+        raise KeyError(version)
+    current = stages[version]
+    if current == target:
+        return []
+    changes: list[StageChange] = []
+    if target == PRODUCTION:
+        changes += [
+            StageChange(v, PRODUCTION, ARCHIVED) for v, s in sorted(stages.items()) if s == PRODUCTION and v != version
+        ]
+    changes.append(StageChange(version, current, target))
+    return changes
+
+
+def rollback_target(history: Iterable[tuple[int, str]], stages: Mapping[int, str]) -> int:
+    """The version that held production before the current holder.
+
+    ``history`` is every transition ``(version, to_stage)`` in the order it happened. The answer is the
+    most recent version, other than the current production one, that was ever put in production.
+    """
+    current = next((v for v, s in stages.items() if s == PRODUCTION), None)
+    for version, to_stage in reversed(list(history)):
+        if to_stage == PRODUCTION and version != current and version in stages:
+            return version
+    raise Conflict("no previous production version to roll back to", field="model")
+
+
+def resolve_alias(alias: str, stages: Mapping[int, str]) -> int:
+    """The version an alias names; a bare number names that version."""
+    name = (alias or "").strip().lower()
+    if name.isdigit():
+        return int(name)
+    if name not in ALIASES:
+        raise InvalidArgument(
+            f"unknown alias {alias!r}; expected a version number or one of {', '.join(ALIASES)}", field="alias"
+        )
+    if name == LATEST:
+        candidates: Sequence[int] = sorted(stages)
+    else:
+        stage = PRODUCTION if name == CHAMPION else name
+        candidates = sorted(v for v, s in stages.items() if s == stage)
+    if not candidates:
+        raise LookupError(name)
+    return candidates[-1]
+
+
+def aliases_of(stages: Mapping[int, str]) -> dict[str, int]:
+    """Every alias that currently names a version."""
+    out: dict[str, int] = {}
+    for alias in ALIASES:
+        try:
+            out[alias] = resolve_alias(alias, stages)
+        except LookupError:
+            continue
+    return out
