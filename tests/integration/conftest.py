@@ -1,93 +1,25 @@
 """The embedded stack (broker, redis-server, eight services), started once per test session with
-``mlops up`` on ports of its own, and helpers to reach it."""
+``mlops up`` on ports of its own."""
 
 from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
-import httpx
 import pytest
 
-from mlops.settings import SERVICES, env_name
-from mlops.stack import procs
-
-TEST_PORTS = {service: (28101 + i, 29101 + i) for i, service in enumerate(SERVICES)}
-
-
-@dataclass
-class Stack:
-    home: Path
-    env: dict[str, str]
-
-    @property
-    def kafka(self) -> str:
-        return self.env["MLOPS_KAFKA_BOOTSTRAP"]
-
-    @property
-    def redis_url(self) -> str:
-        return self.env["MLOPS_REDIS_URL"]
-
-    def url(self, service: str, path: str = "") -> str:
-        return f"http://127.0.0.1:{TEST_PORTS[service][0]}{path}"
-
-    def grpc(self, service: str) -> str:
-        return f"127.0.0.1:{TEST_PORTS[service][1]}"
-
-    def http(self, timeout: float = 30.0) -> httpx.Client:
-        return httpx.Client(timeout=timeout)
-
-    def mlops(self, *args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "mlops.cli.main", *args], env=self.env, text=True,
-                              capture_output=True, check=check, timeout=timeout)
-
-    def pid(self, service: str) -> int:
-        proc = procs.load(self.home).get(service)
-        assert proc is not None and procs.alive(proc), f"{service} is not running"
-        return proc.pid
-
-    def kill9(self, service: str) -> None:
-        pid = self.pid(service)
-        os.kill(pid, signal.SIGKILL)
-        deadline = time.time() + 10
-        while time.time() < deadline:
-            try:
-                os.waitpid(pid, os.WNOHANG)
-                os.kill(pid, 0)
-            except (ProcessLookupError, ChildProcessError):
-                return
-            time.sleep(0.05)
-
-    def restart(self, service: str) -> None:
-        result = self.mlops("restart", service, check=False)
-        assert result.returncode == 0, result.stdout + result.stderr
-
-
-def _stack_env(home: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("MLOPS_KAFKA_BOOTSTRAP", "MLOPS_REDIS_URL")}
-    env.update({
-        "MLOPS_HOME": str(home),
-        "MLOPS_EMBEDDED_KAFKA_PORT": "29092",
-        "MLOPS_EMBEDDED_REDIS_PORT": "26379",
-    })
-    for service, (http, grpc) in TEST_PORTS.items():
-        env[f"MLOPS_{env_name(service)}_HTTP_PORT"] = str(http)
-        env[f"MLOPS_{env_name(service)}_GRPC_PORT"] = str(grpc)
-    return env
+from tests.integration.stack import Stack, stack_env
 
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     home = tmp_path_factory.mktemp("mlops-home")
-    env = _stack_env(home)
-    up = subprocess.run([sys.executable, "-m", "mlops.cli.main", "up", "--timeout", "240"], env=env, text=True,
+    env = stack_env(home)
+    only = ["--only", os.environ["MLOPS_TEST_ONLY"]] if os.environ.get("MLOPS_TEST_ONLY") else []
+    up = subprocess.run([sys.executable, "-m", "mlops.cli.main", "up", "--timeout", "240", *only], env=env, text=True,
                         capture_output=True, timeout=400)
     if up.returncode != 0:
         subprocess.run([sys.executable, "-m", "mlops.cli.main", "down"], env=env, timeout=120)

@@ -51,11 +51,14 @@ def _print_json(data: Any) -> None:
 
 
 @app.command()
-def up(timeout: Annotated[float, typer.Option(help="Seconds to wait for every service to be ready.")] = 180.0) -> None:
+def up(
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for every service to be ready.")] = 180.0,
+    only: Annotated[str, typer.Option(help="Comma-separated services to start (default: all eight).")] = "",
+) -> None:
     """Start the broker, redis-server and the eight services; wait until all are ready."""
     sup = Supervisor(report=lambda m: console.print(f"[dim]{m}[/dim]"))
     try:
-        sup.up(timeout_s=timeout)
+        sup.up(timeout_s=timeout, only=[s for s in only.split(",") if s] or None)
     except StackError as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(1) from exc

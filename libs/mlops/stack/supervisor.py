@@ -51,7 +51,7 @@ class Supervisor:
         self.report = report
 
     # -- up ------------------------------------------------------------------------------------------
-    def up(self, timeout_s: float = 180.0) -> StackState:
+    def up(self, timeout_s: float = 180.0, only: list[str] | None = None) -> StackState:
         state = procs.load(self.home)
         running = [p.name for p in state.procs if procs.alive(p)]
         if running:
@@ -69,10 +69,14 @@ class Supervisor:
             asyncio.run(ensure_topics(PlatformSettings(kafka_bootstrap=env["MLOPS_KAFKA_BOOTSTRAP"],
                                                        topic_prefix=self.settings.topic_prefix,
                                                        topic_partitions=self.settings.topic_partitions)))
-            for service in SERVICES:
+            wanted = [s for s in SERVICES if not only or s in only]
+            unknown = set(only or ()) - set(SERVICES)
+            if unknown:
+                raise StackError(f"unknown services: {', '.join(sorted(unknown))}; known: {', '.join(SERVICES)}")
+            for service in wanted:
                 state.put(self._start_service(service, env))
                 procs.save(self.home, state)
-            self._wait_ready(state, [s for s in SERVICES], timeout_s)
+            self._wait_ready(state, wanted, timeout_s)
         except BaseException:
             self.down(state)
             raise
