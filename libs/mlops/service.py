@@ -205,8 +205,9 @@ class Service:
             )
         )
         http_task = asyncio.create_task(http.serve(), name=f"{self.name}-http")
-        workers = [asyncio.create_task(c.run(), name=f"consume-{c.topic}") for c in self._consumers]
-        workers += [asyncio.create_task(t(), name=f"{self.name}-task") for t in self._tasks]
+        consumers = [asyncio.create_task(c.run(), name=f"consume-{c.topic}") for c in self._consumers]
+        background = [asyncio.create_task(t(), name=f"{self.name}-task") for t in self._tasks]
+        workers = consumers + background
 
         self._ready = True
         await self._set_grpc_health(health_pb2.HealthCheckResponse.SERVING)
@@ -230,8 +231,11 @@ class Service:
         await asyncio.wait([http_task], timeout=self.service.shutdown_grace_s)
         for callback in self._on_stop:
             await callback()
-        # Consumers finish their current batch and commit; other tasks are cancelled.
-        await asyncio.wait(workers, timeout=self.service.shutdown_grace_s) if workers else None
+        # Consumers finish their current batch and commit; background tasks are cancelled at once.
+        for task in background:
+            task.cancel()
+        if consumers:
+            await asyncio.wait(consumers, timeout=self.service.shutdown_grace_s)
         for task in workers:
             task.cancel()
         await asyncio.gather(*workers, return_exceptions=True)

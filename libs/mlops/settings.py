@@ -45,6 +45,7 @@ class PlatformSettings(BaseSettings):
         False, description="Idempotent producer; on for Apache Kafka, off for the embedded broker."
     )
     kafka_acks: str = Field("all", description="Producer acks.")
+    kafka_linger_ms: int = Field(0, description="Producer linger; 0 keeps single awaited sends fast.")
     consumer_session_timeout_ms: int = Field(6000, description="Consumer group session timeout.")
     consumer_heartbeat_interval_ms: int = Field(1000, description="Consumer group heartbeat interval.")
     consumer_rebalance_timeout_ms: int = Field(6000, description="Consumer group rebalance timeout.")

@@ -23,7 +23,12 @@ class DriftSettings(BaseSettings):
     rebuild_window: int = Field(
         2000, ge=0, description="Recent values kept per model version in Redis to rebuild a detector."
     )
-    alert_cooldown: int = Field(
-        0, ge=0, description="Values a detector must see after an alert before it may alert again."
+    alert_cooldown_s: float = Field(
+        60.0,
+        ge=0,
+        description=(
+            "No second alert of the same kind for a model version whose triggering record's time is this close "
+            "to the last one's: one shift fires the detector of every partition the stream is spread over."
+        ),
     )
     max_alerts: int = Field(1000, gt=0, description="Alerts kept for GET /v1/alerts.")

@@ -4,7 +4,6 @@ from mlops.bus import topics
 from mlops.service import Service, run_main
 from mlops.settings import PlatformSettings, service_settings
 from mlops.v1 import feedback_pb2_grpc
-
 from services.feedback import consumers, grpc_api, http
 from services.feedback.core import FeedbackCore
 from services.feedback.settings import FeedbackSettings

@@ -5,7 +5,6 @@ from __future__ import annotations
 from mlops.bus.consumer import Handler
 from mlops.bus.envelope import Envelope
 from mlops.v1 import events_pb2
-
 from services.feedback.core import FeedbackCore
 
 

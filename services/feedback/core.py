@@ -14,7 +14,6 @@ from mlops.bus.envelope import EVENT_ID, Envelope
 from mlops.bus.producer import Producer
 from mlops.errors import InvalidArgument, NotFound, PoisonRecord
 from mlops.v1 import events_pb2
-
 from services.feedback import metrics
 from services.feedback.join import (
     Quality,

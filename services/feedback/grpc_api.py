@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import grpc
-from mlops.v1 import feedback_pb2, feedback_pb2_grpc
 
+from mlops.v1 import feedback_pb2, feedback_pb2_grpc
 from services.feedback import metrics
 from services.feedback.core import FeedbackCore
 

@@ -3,13 +3,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+import json
+from typing import Any
 
-from fastapi import APIRouter, Body
-from mlops.errors import InvalidArgument
-from mlops.v1 import events_pb2
+from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
+from mlops.errors import InvalidArgument
+from mlops.v1 import events_pb2
 from services.feedback import metrics
 from services.feedback.core import FeedbackCore
 
@@ -69,19 +70,26 @@ def parse_body(payload: Any) -> tuple[list[FeedbackIn], str | None]:
     return (parsed if isinstance(parsed, list) else [parsed]), batch_field
 
 
+_ONE_SCHEMA = FeedbackIn.model_json_schema()
+_BODY_DOC = {
+    "requestBody": {
+        "required": True,
+        "description": "One feedback object or a list of them.",
+        "content": {"application/json": {"schema": {"anyOf": [_ONE_SCHEMA, {"type": "array", "items": _ONE_SCHEMA}]}}},
+    }
+}
+
+
 def router(core: FeedbackCore) -> APIRouter:
     api = APIRouter(tags=["feedback"])
 
-    @api.post("/v1/feedback", status_code=202, response_model=Accepted)
-    async def post_feedback(
-        payload: Annotated[
-            Any,
-            Body(
-                description="One feedback object or a list of them.",
-                examples=[{"prediction_id": "4f2a...", "label": 1}, [{"prediction_id": "4f2a...", "reward": 1.0}]],
-            ),
-        ],
-    ) -> Accepted:
+    @api.post("/v1/feedback", status_code=202, response_model=Accepted, openapi_extra=_BODY_DOC)
+    async def post_feedback(request: Request) -> Accepted:
+        """Outcomes for served predictions, produced to ``feedback.raw`` (one outcome per prediction counts)."""
+        try:
+            payload = json.loads(await request.body())
+        except ValueError as exc:
+            raise InvalidArgument(f"body is not valid JSON: {exc}", field="body") from exc
         items, batch_field = parse_body(payload)
         n = await core.submit([i.to_proto() for i in items], batch_field=batch_field)
         metrics.FEEDBACK_ACCEPTED.labels("http").inc(n)

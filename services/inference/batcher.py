@@ -5,6 +5,10 @@ adding queued requests until the batch holds ``max_batch_size`` rows or ``max_qu
 passed since it took the first, concatenates them, runs the forward pass in a thread (so the event loop
 keeps accepting requests meanwhile, and the next batch fills while this one computes), and splits the
 result rows back to each caller. A request larger than ``max_batch_size`` runs as its own batch.
+
+With ``adaptive`` on, the batcher only waits for more requests when the previous batch merged more
+than one: a lone sequential client then pays no queue delay, while under concurrent load (where
+waiting is what fills batches) it waits up to ``max_queue_delay_s`` as configured.
 """
 
 from __future__ import annotations
@@ -50,11 +54,14 @@ class DynamicBatcher:
         *,
         max_batch_size: int = 64,
         max_queue_delay_s: float = 0.002,
+        adaptive: bool = True,
         labels: tuple[str, str] = ("", ""),
     ) -> None:
         self._forward = forward
         self.max_batch_size = max(1, max_batch_size)
         self.max_queue_delay_s = max(0.0, max_queue_delay_s)
+        self.adaptive = adaptive
+        self._last_batch_requests = 0
         self._queue: asyncio.Queue[_Item | None] = asyncio.Queue()
         self._carry: _Item | None = None
         self._worker: asyncio.Task[None] | None = None
@@ -114,7 +121,10 @@ class DynamicBatcher:
             return None
         batch = [first]
         rows = first.rows.shape[0]
-        deadline = time.perf_counter() + self.max_queue_delay_s
+        wait = self.max_queue_delay_s
+        if self.adaptive and self._last_batch_requests <= 1:
+            wait = 0.0
+        deadline = time.perf_counter() + wait
         while rows < self.max_batch_size:
             try:
                 item = await self._next(deadline - time.perf_counter())
@@ -129,6 +139,7 @@ class DynamicBatcher:
                 break
             batch.append(item)
             rows += item.rows.shape[0]
+        self._last_batch_requests = len(batch)
         return batch
 
     async def _execute(self, batch: list[_Item]) -> None:

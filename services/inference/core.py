@@ -53,6 +53,13 @@ class InferResponse:
 
 
 @dataclass(slots=True)
+class ServerMetadata:
+    name: str
+    version: str
+    extensions: list[str]
+
+
+@dataclass(slots=True)
 class TensorMetadata:
     name: str
     datatype: str
@@ -90,8 +97,8 @@ class DataPlane:
         return True
 
     # -- metadata ------------------------------------------------------------------------------------
-    def server_metadata(self) -> dict[str, object]:
-        return {"name": SERVER_NAME, "version": __version__, "extensions": list(EXTENSIONS)}
+    def server_metadata(self) -> ServerMetadata:
+        return ServerMetadata(SERVER_NAME, __version__, list(EXTENSIONS))
 
     def model_metadata(self, model: str, version: str = "") -> ModelMetadata:
         loaded = self.repository.get(model, version or None)
@@ -140,9 +147,7 @@ def check_inputs(loaded: LoadedVersion, inputs: list[Tensor]) -> np.ndarray:
     if tensor is None:
         raise InvalidArgument(f"missing input '{name}' for model '{loaded.model}'", field=name)
     if tensor.datatype != "FP32":
-        raise InvalidArgument(
-            f"input '{name}': datatype {tensor.datatype}, model expects FP32", field=name
-        )
+        raise InvalidArgument(f"input '{name}': datatype {tensor.datatype}, model expects FP32", field=name)
     shape = tensor.shape
     n_features = loaded.n_features
     if len(shape) != 2 or shape[0] < 1 or (n_features is not None and shape[1] != n_features):

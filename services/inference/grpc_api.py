@@ -124,9 +124,7 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
 
     async def ServerMetadata(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         meta = self._plane.server_metadata()
-        return service_pb2.ServerMetadataResponse(
-            name=str(meta["name"]), version=str(meta["version"]), extensions=list(meta["extensions"])  # type: ignore[call-overload]
-        )
+        return service_pb2.ServerMetadataResponse(name=meta.name, version=meta.version, extensions=meta.extensions)
 
     async def ModelMetadata(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         return _tensor_metadata(self._plane.model_metadata(request.name, request.version))

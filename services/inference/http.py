@@ -63,10 +63,28 @@ class InferenceRequestModel(BaseModel):
     outputs: list[RequestOutput] = Field(default_factory=list)
 
 
+def _inline_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """The model's JSON schema with its ``$defs`` inlined (OpenAPI cannot resolve ``#/$defs`` refs)."""
+    schema = model.model_json_schema()
+    defs = schema.pop("$defs", {})
+
+    def inline(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref", "")
+            if ref.startswith("#/$defs/"):
+                return inline(defs[ref.removeprefix("#/$defs/")])
+            return {k: inline(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [inline(v) for v in node]
+        return node
+
+    return inline(schema)
+
+
 _INFER_DOC = {
     "requestBody": {
         "content": {
-            "application/json": {"schema": InferenceRequestModel.model_json_schema()},
+            "application/json": {"schema": _inline_schema(InferenceRequestModel)},
             "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
         },
         "required": True,
@@ -177,7 +195,8 @@ def router(plane: DataPlane) -> APIRouter:
 
     @api.get("")
     async def server_metadata() -> ServerMetadataResponse:
-        return ServerMetadataResponse.model_validate(plane.server_metadata())
+        meta = plane.server_metadata()
+        return ServerMetadataResponse(name=meta.name, version=meta.version, extensions=meta.extensions)
 
     @api.get("/models/{name}")
     async def model_metadata(name: str) -> ModelMetadataResponse:

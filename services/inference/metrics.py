@@ -19,9 +19,7 @@ COMPUTE_SECONDS = Histogram(
     ["model", "version"],
     buckets=_SECONDS,
 )
-BATCH_ROWS = Histogram(
-    "mlops_inference_batch_rows", "Rows in one executed batch.", ["model", "version"], buckets=_ROWS
-)
+BATCH_ROWS = Histogram("mlops_inference_batch_rows", "Rows in one executed batch.", ["model", "version"], buckets=_ROWS)
 BATCH_REQUESTS = Histogram(
     "mlops_inference_batch_requests",
     "Requests merged into one executed batch.",

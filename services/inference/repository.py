@@ -68,6 +68,7 @@ class ModelRepository:
         self._wake = asyncio.Event()
         self._wake.set()
         self.synced = asyncio.Event()
+        self._closed = False
 
     # -- reads ---------------------------------------------------------------------------------------
     def get(self, model: str, version: str | None = None) -> LoadedVersion:
@@ -105,10 +106,12 @@ class ModelRepository:
     async def run(self) -> None:
         """Background task: sync on request or every ``resync_interval_s``; retry with backoff on errors."""
         backoff = 0.5
-        while True:
+        while not self._closed:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self._settings.resync_interval_s)
             self._wake.clear()
+            if self._closed:
+                return
             try:
                 await self.sync()
                 backoff = 0.5
@@ -153,6 +156,7 @@ class ModelRepository:
                 runtime.forward,
                 max_batch_size=self._settings.max_batch_size,
                 max_queue_delay_s=self._settings.max_queue_delay_us / 1e6,
+                adaptive=self._settings.adaptive_batching,
                 labels=(mv.model, mv.version),
             )
             batcher.start()
@@ -176,8 +180,9 @@ class ModelRepository:
             loaded.stage = wanted.stage
             self._install(loaded)
             metrics.LOADS.labels("ok").inc()
-            log.info("loaded %s:%s (%s, %s) on %s", mv.model, mv.version, mv.stage, mv.artifact_sha256[:12],
-                     runtime.device)
+            log.info(
+                "loaded %s:%s (%s, %s) on %s", mv.model, mv.version, mv.stage, mv.artifact_sha256[:12], runtime.device
+            )
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -213,6 +218,9 @@ class ModelRepository:
         await loaded.batcher.close()
 
     async def close(self) -> None:
+        """Stop syncing and loading; let every batcher finish what it has queued."""
+        self._closed = True
+        self._wake.set()
         for task in list(self._loading.values()):
             task.cancel()
         await asyncio.gather(*self._loading.values(), return_exceptions=True)

@@ -80,7 +80,10 @@ class TorchScriptRuntime(Runtime):
         return str(self._device)
 
     def forward(self, rows: np.ndarray) -> np.ndarray:
-        tensor = torch.from_numpy(np.ascontiguousarray(rows, dtype=np.float32))
+        rows = np.ascontiguousarray(rows, dtype=np.float32)
+        if not rows.flags.writeable:  # frombuffer views of request bytes; torch wants writable memory
+            rows = rows.copy()
+        tensor = torch.from_numpy(rows)
         with torch.inference_mode():
             if self._cuda:
                 tensor = tensor.pin_memory().to(self._device, non_blocking=True)

@@ -15,6 +15,11 @@ class InferenceSettings(BaseSettings):
     max_queue_delay_us: int = Field(
         2000, description="Longest a batch waits for more requests after its first one, in microseconds."
     )
+    adaptive_batching: bool = Field(
+        True,
+        description="Wait max_queue_delay_us only when the previous batch merged several requests, so a "
+        "lone sequential client pays no queue delay.",
+    )
     device: str = Field("auto", description="torch device: auto (cuda when available, else cpu), cpu, cuda:0...")
     serving_stages: tuple[str, ...] = Field(
         ("production", "canary", "shadow", "candidate"), description="Registry stages whose versions are loaded."

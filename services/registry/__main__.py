@@ -24,6 +24,7 @@ async def main() -> None:
     )
     service.add_task(registry.outbox_loop)
     service.add_readiness("database", registry.database_ready)
+    service.on_stop(registry.stop)
     service.on_stop(lambda: asyncio.to_thread(store.close))
     await service.run()
 

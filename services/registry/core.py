@@ -7,6 +7,7 @@ Every write commits its transitions first and publishes them after, from the tra
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -55,6 +56,7 @@ class Registry:
         self._producer = producer
         self._publish_lock = asyncio.Lock()
         self._outbox_interval_s = outbox_interval_s
+        self._stopping = asyncio.Event()
 
     async def _run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         return await asyncio.to_thread(fn, *args, **kwargs)
@@ -143,6 +145,11 @@ class Registry:
 
     async def outbox_loop(self) -> None:
         """Background task: publish whatever earlier attempts left behind."""
-        while True:
+        while not self._stopping.is_set():
             await self._publish_quietly()
-            await asyncio.sleep(self._outbox_interval_s)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self._outbox_interval_s)
+        await self._publish_quietly()
+
+    async def stop(self) -> None:
+        self._stopping.set()

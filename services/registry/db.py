@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     DateTime,
     Float,
@@ -78,7 +79,7 @@ class Run(Base):
     git_commit: Mapped[str] = mapped_column(String(64), default="")
     git_dirty: Mapped[bool] = mapped_column(Boolean, default=False)
     python_version: Mapped[str] = mapped_column(String(100), default="")
-    seed: Mapped[int] = mapped_column(Integer, default=0)
+    seed: Mapped[int] = mapped_column(BigInteger, default=0)
     hardware: Mapped[str] = mapped_column(String(300), default="")
 
     experiment: Mapped[Experiment] = relationship(back_populates="runs")

@@ -41,6 +41,7 @@ class Consumer:
         producer: Producer,
         *,
         max_records: int = 500,
+        auto_offset_reset: str = "earliest",
         before_commit: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.topic = topic
@@ -49,6 +50,7 @@ class Consumer:
         self._handler = handler
         self._producer = producer
         self._max_records = max_records
+        self._auto_offset_reset = auto_offset_reset
         # Runs after a batch's records were handled and before its offsets are committed: handlers that
         # buffer (e.g. Parquet writers) flush here, so a committed offset always means durable output.
         self._before_commit = before_commit
@@ -63,7 +65,7 @@ class Consumer:
             bootstrap_servers=s.kafka_bootstrap,
             group_id=s.topic_prefix + self.group,
             enable_auto_commit=False,
-            auto_offset_reset="earliest",
+            auto_offset_reset=self._auto_offset_reset,
             session_timeout_ms=s.consumer_session_timeout_ms,
             heartbeat_interval_ms=s.consumer_heartbeat_interval_ms,
             rebalance_timeout_ms=s.consumer_rebalance_timeout_ms,

@@ -25,7 +25,7 @@ class Producer:
             client_id=client_id,
             acks="all" if settings.kafka_acks == "all" else int(settings.kafka_acks),
             enable_idempotence=settings.kafka_idempotence,
-            linger_ms=2,
+            linger_ms=settings.kafka_linger_ms,
             max_request_size=16 * 1024 * 1024,
         )
         self.started = False

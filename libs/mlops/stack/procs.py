@@ -71,7 +71,11 @@ def alive(proc: Proc) -> bool:
         return False
     if stat.rsplit(")", 1)[-1].split()[0] == "Z":
         return False
-    return bool(cmdline) and cmdline[0].decode(errors="replace").endswith(Path(proc.cmd[0]).name)
+    if not cmdline or not cmdline[0]:
+        return False
+    # redis-server rewrites its title to "path host:port", so compare the first word's basename.
+    first = cmdline[0].decode(errors="replace").split()[0]
+    return Path(first).name == Path(proc.cmd[0]).name
 
 
 def spawn(name: str, cmd: list[str], log_path: Path, env: dict[str, str], **extra: object) -> Proc:

@@ -1,0 +1,1 @@
+"""The demo: a loan-approval scenario on river's Agrawal stream, driven through the platform's public APIs."""

@@ -1,0 +1,60 @@
+"""gRPC transport of the bandit router: ``mlops.v1.BanditRouterService``, a thin adapter over :class:`Router`."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import grpc
+from google.protobuf import json_format
+
+from mlops.v1 import bandit_router_pb2 as pb
+from mlops.v1 import bandit_router_pb2_grpc
+from services.bandit_router.core import EndpointState, Router
+from services.bandit_router.spec import EndpointSpec
+
+
+def state_to_proto(state: EndpointState) -> pb.EndpointState:
+    """Live state; statistics not yet defined (no rewards, or one for the interval) are NaN."""
+    variants = []
+    for vs in state.variants:
+        ci = vs.stats.ci95()
+        mean = vs.stats.mean
+        variants.append(
+            pb.VariantState(
+                name=vs.spec.name,
+                model=vs.spec.model,
+                version=vs.spec.version,
+                decisions=vs.stats.decisions,
+                traffic_share=vs.traffic_share,
+                rewards=vs.stats.rewards,
+                reward_mean=math.nan if mean is None else mean,
+                reward_ci_low=ci[0] if ci else math.nan,
+                reward_ci_high=ci[1] if ci else math.nan,
+            )
+        )
+    return pb.EndpointState(spec=state.spec.to_proto(), variants=variants)
+
+
+class Servicer(bandit_router_pb2_grpc.BanditRouterServiceServicer):
+    def __init__(self, core: Router) -> None:
+        self._core = core
+
+    async def PutEndpoint(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        return (await self._core.put_endpoint(EndpointSpec.from_proto(request))).to_proto()
+
+    async def GetEndpoint(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        return state_to_proto(await self._core.state(request.endpoint))
+
+    async def Predict(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        features = json_format.MessageToDict(request.features) if request.HasField("features") else None
+        result = await self._core.predict(
+            request.endpoint, request.unit_id or None, request.entity_id or None, features
+        )
+        return pb.PredictResponse(
+            prediction_id=result.prediction_id,
+            model=result.model,
+            version=result.version,
+            outputs=result.outputs,
+            variant=result.variant,
+        )

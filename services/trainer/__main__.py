@@ -1,0 +1,41 @@
+"""Trainer service: training jobs from REST, gRPC and `training.requests`, registered in the registry."""
+
+from __future__ import annotations
+
+from mlops.bus import topics
+from mlops.service import Service, run_main
+from mlops.settings import PlatformSettings, peer_address, service_settings
+from mlops.v1 import trainer_pb2_grpc
+from services.trainer import consumers, grpc_api, http
+from services.trainer.clients import FeatureClient, RegistryClient
+from services.trainer.core import Trainer
+from services.trainer.jobs import JobStore
+from services.trainer.settings import TrainerSettings
+
+
+async def main() -> None:
+    settings = PlatformSettings()
+    trainer_settings = TrainerSettings()
+    service = Service(settings, service_settings("trainer"))
+    t = trainer_settings
+    features = FeatureClient(peer_address("feature"), t.rpc_timeout_s, t.rpc_attempts)
+    registry = RegistryClient(peer_address("registry"), t.rpc_timeout_s, t.rpc_attempts)
+    trainer = Trainer(JobStore(service.redis), features, registry, trainer_settings)
+    service.add_http(http.router(trainer))
+    service.add_grpc(
+        lambda server: trainer_pb2_grpc.add_TrainerServiceServicer_to_server(grpc_api.Servicer(trainer), server)
+    )
+    service.add_consumer(topics.TRAINING_REQUESTS, consumers.on_training_request(trainer))
+    service.add_task(trainer.run_workers)
+    service.on_stop(trainer.stop)
+    service.on_stop(features.close)
+    service.on_stop(registry.close)
+    await service.run()
+
+
+def cli() -> None:
+    run_main("trainer", main)
+
+
+if __name__ == "__main__":
+    cli()
