@@ -73,13 +73,14 @@ def main(argv: list[str] | None = None) -> int:
 def _summary(outcome: dict | None, ok: bool, error: str | None, seconds: float) -> dict:
     versions: dict[str, dict] = {}
     if outcome:
-        state = outcome["endpoint_state"]
-        total = sum(int(v.get("decisions", 0)) for v in state["variants"]) or 1
-        for v in state["variants"]:
-            versions[str(v["version"])] = {
-                "accuracy_before_drift": outcome["accuracy"].get(str(v["version"])),
+        # Traffic share by the versions that actually answered (a variant may follow an alias).
+        counts = {v: len(c) for v, c in outcome["record"].correct.items()}
+        total = sum(counts.values()) or 1
+        for version, n in sorted(counts.items()):
+            versions[version] = {
+                "accuracy_before_drift": outcome["accuracy"].get(version),
                 "accuracy_after_drift": None,
-                "traffic_share_final": int(v.get("decisions", 0)) / total,
+                "traffic_share_final": n / total,
             }
     return {
         # The thin loop: events -> features -> training -> registry -> inference -> router -> feedback ->
