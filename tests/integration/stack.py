@@ -15,7 +15,12 @@ import httpx
 from mlops.settings import SERVICES, env_name
 from mlops.stack import procs
 
-TEST_PORTS = {service: (28101 + i, 29101 + i) for i, service in enumerate(SERVICES)}
+# Ports of the test stack, below the Linux ephemeral range (32768+) so outgoing connections never take them.
+# MLOPS_TEST_PORT_BASE moves the whole set, so two test sessions can run side by side.
+PORT_BASE = int(os.environ.get("MLOPS_TEST_PORT_BASE", "28100"))
+TEST_PORTS = {service: (PORT_BASE + 1 + i, PORT_BASE + 1001 + i) for i, service in enumerate(SERVICES)}
+KAFKA_PORT = PORT_BASE + 992
+REDIS_PORT = PORT_BASE + 979
 
 
 @dataclass
@@ -70,8 +75,8 @@ def stack_env(home: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("MLOPS_KAFKA_BOOTSTRAP", "MLOPS_REDIS_URL")}
     env.update({
         "MLOPS_HOME": str(home),
-        "MLOPS_EMBEDDED_KAFKA_PORT": "29092",
-        "MLOPS_EMBEDDED_REDIS_PORT": "26379",
+        "MLOPS_EMBEDDED_KAFKA_PORT": str(KAFKA_PORT),
+        "MLOPS_EMBEDDED_REDIS_PORT": str(REDIS_PORT),
     })
     for service, (http, grpc) in TEST_PORTS.items():
         env[f"MLOPS_{env_name(service)}_HTTP_PORT"] = str(http)

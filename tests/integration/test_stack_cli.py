@@ -12,7 +12,7 @@ import pytest
 
 from mlops.settings import SERVICES, env_name
 from mlops.stack import procs
-from tests.integration.stack import stack_env
+from tests.integration.stack import PORT_BASE, stack_env
 
 pytestmark = pytest.mark.integration
 
@@ -24,11 +24,12 @@ def _mlops(env: dict[str, str], *args: str, timeout: float = 300) -> subprocess.
 
 def test_up_status_down(tmp_path: Path) -> None:
     env = stack_env(tmp_path)
-    env["MLOPS_EMBEDDED_KAFKA_PORT"] = "27092"
-    env["MLOPS_EMBEDDED_REDIS_PORT"] = "27379"
+    base = PORT_BASE + 500  # a stack of its own beside the session's
+    env["MLOPS_EMBEDDED_KAFKA_PORT"] = str(base + 92)
+    env["MLOPS_EMBEDDED_REDIS_PORT"] = str(base + 79)
     for i, service in enumerate(SERVICES):
-        env[f"MLOPS_{env_name(service)}_HTTP_PORT"] = str(27501 + i)
-        env[f"MLOPS_{env_name(service)}_GRPC_PORT"] = str(27601 + i)
+        env[f"MLOPS_{env_name(service)}_HTTP_PORT"] = str(base + 1 + i)
+        env[f"MLOPS_{env_name(service)}_GRPC_PORT"] = str(base + 11 + i)
     up = _mlops(env, "up")
     try:
         assert up.returncode == 0, up.stdout + up.stderr
@@ -40,7 +41,8 @@ def test_up_status_down(tmp_path: Path) -> None:
         assert all(set(r) == {"name", "pid", "http", "grpc", "healthy"} for r in rows)
         by_name = {r["name"]: r for r in rows}
         assert by_name["broker"]["http"] is None and by_name["redis"]["grpc"] is None
-        assert by_name["ingest"]["http"] == "127.0.0.1:27501" and by_name["ingest"]["grpc"] == "127.0.0.1:27601"
+        assert by_name["ingest"]["http"] == f"127.0.0.1:{base + 1}"
+        assert by_name["ingest"]["grpc"] == f"127.0.0.1:{base + 11}"
         state = procs.load(tmp_path)
     finally:
         down = _mlops(env, "down")
@@ -48,5 +50,5 @@ def test_up_status_down(tmp_path: Path) -> None:
     time.sleep(0.5)
     still = [p.name for p in state.procs if procs.alive(p)]
     assert still == [], f"still running after down: {still}"
-    assert not procs.port_open("127.0.0.1:27092") and not procs.port_open("127.0.0.1:27379")
+    assert not procs.port_open(f"127.0.0.1:{base + 92}") and not procs.port_open(f"127.0.0.1:{base + 79}")
     assert json.loads(_mlops(env, "status", "--json").stdout) == []

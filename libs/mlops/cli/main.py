@@ -129,6 +129,12 @@ def demo(args: Annotated[list[str] | None, typer.Argument(help="Options for the 
     raise typer.Exit(subprocess.call([sys.executable, "-m", "mlops.demo", *(args or [])]))
 
 
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def bench(ctx: typer.Context, name: str) -> None:
+    """Run a benchmark (the same as ./scripts/bench NAME [--quick] [--json PATH])."""
+    raise typer.Exit(subprocess.call([sys.executable, "-m", "mlops.bench", name, *ctx.args]))
+
+
 @app.command()
 def train(
     model: str,

@@ -13,6 +13,8 @@ from mlops.v1 import events_pb2
 
 
 def test_service_ports_come_from_env_or_contract_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in ("MLOPS_REGISTRY_HTTP_PORT", "MLOPS_REGISTRY_GRPC_PORT", "MLOPS_HOST"):
+        monkeypatch.delenv(var, raising=False)
     assert (service_settings("registry").http_port, service_settings("registry").grpc_port) == (8104, 9104)
     monkeypatch.setenv("MLOPS_BANDIT_ROUTER_GRPC_PORT", "7001")
     assert service_settings("bandit-router").grpc_port == 7001
