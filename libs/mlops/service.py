@@ -20,7 +20,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from opentelemetry import trace
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 
 from mlops import telemetry
 from mlops.bus import topics
@@ -48,6 +48,8 @@ def _validation_field(exc: RequestValidationError) -> str | None:
     errors = exc.errors()
     if not errors:
         return None
+    if errors[0].get("type") == "json_invalid":
+        return "body"
     loc = [str(p) for p in errors[0].get("loc", ()) if p not in ("body", "query", "path")]
     return ".".join(loc) or None
 
@@ -59,7 +61,9 @@ class Service:
         self.settings = settings
         self.service = service
         self.name = service.name
-        self.redis: Redis = Redis.from_url(settings.redis_url)
+        # A blocking pool: under bursts, callers wait for a connection instead of failing.
+        self.redis: Redis = Redis(connection_pool=BlockingConnectionPool.from_url(
+            settings.redis_url, max_connections=settings.redis_max_connections, timeout=10))
         self.producer: Producer | None = Producer(settings, client_id=f"mlops-{self.name}") if kafka else None
         self.app = self._build_app()
         self._grpc_adders: list[GrpcAdder] = []

@@ -36,6 +36,7 @@ class PlatformSettings(BaseSettings):
     home: Path = Field(REPO_ROOT / ".mlops", description="State: registry db, artifacts, offline store, logs.")
     kafka_bootstrap: str = Field("127.0.0.1:19092", description="Kafka bootstrap servers, comma separated.")
     redis_url: str = Field("redis://127.0.0.1:16379/0", description="Redis for online features and state.")
+    redis_max_connections: int = Field(128, description="Redis connections per service process.")
     registry_db_url: str | None = Field(None, description="SQLAlchemy URL; default SQLite under home.")
     triton_url: str | None = Field(None, description="Optional Triton server for the inference backend.")
     auth_tokens_file: Path | None = Field(None, description="Bearer tokens file (hashed).")

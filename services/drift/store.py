@@ -4,21 +4,19 @@ detector, and the alerts. Every change goes through a Lua script that also sets 
 
 Keys (prefix ``mlops:drift:``): ``mv:{model}:{version}`` (hash of counts, sums, alert counts and times),
 ``window:{stream}:{partition}:{model}:{version}`` (recent values per partition, capped),
-``done:{topic}:{event_id}`` (markers), ``alerts`` (newest first, capped), ``alert:{alert_id}`` (markers),
-``index`` (the model versions seen).
+``done:{topic}:{event_id}`` (markers), ``alerts`` (newest first, capped), ``alert:{alert_id}`` (markers).
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
 PREFIX = "mlops:drift:"
 
-# KEYS: marker, mv, window, index. ARGV: count_field, has_value, value, n_field, sum_field, window_max,
-# marker_ttl, index_member, now. Returns {n, sum} of the stream's values after the change, or 0 for an
+# KEYS: marker, mv, window. ARGV: count_field, has_value, value, n_field, sum_field, window_max, marker_ttl,
+# now. Returns {n, sum} of the stream's values after the change, or 0 for an
 # event already handled.
 _RECORD = """
 if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[7]) then return 0 end
@@ -32,8 +30,7 @@ if ARGV[2] == '1' then
     redis.call('LTRIM', KEYS[3], -cap, -1)
   end
 end
-redis.call('HSET', KEYS[2], 'last_seen', ARGV[9])
-redis.call('SADD', KEYS[4], ARGV[8])
+redis.call('HSET', KEYS[2], 'last_seen', ARGV[8])
 return redis.call('HMGET', KEYS[2], ARGV[4], ARGV[5])
 """
 
@@ -103,7 +100,6 @@ class DriftStore:
                 self._marker(stream.topic, event_id),
                 mv_key(model, version),
                 window_key(stream, model, version, partition),
-                f"{PREFIX}index",
             ],
             args=[
                 stream.count_field,
@@ -113,7 +109,6 @@ class DriftStore:
                 stream.sum_field,
                 self.window,
                 self.marker_ttl_s,
-                json.dumps([model, version]),
                 now,
             ],
         )
@@ -140,6 +135,3 @@ class DriftStore:
 
     async def alerts(self, limit: int) -> list[bytes]:
         return list(await self._redis.lrange(f"{PREFIX}alerts", 0, limit - 1))
-
-    async def versions(self) -> list[tuple[str, str]]:
-        return sorted(tuple(json.loads(m)) for m in await self._redis.smembers(f"{PREFIX}index"))  # type: ignore[misc]

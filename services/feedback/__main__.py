@@ -29,6 +29,7 @@ async def main() -> None:
     service.add_consumer(topics.PREDICTIONS, consumers.on_prediction(core))
     service.add_consumer(topics.FEEDBACK_RAW, consumers.on_feedback(core))
     service.add_task(core.run_sweeper)
+    service.on_stop(core.stop)
     await service.run()
 
 

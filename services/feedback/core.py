@@ -4,6 +4,7 @@ quality, and dead-letter feedback whose prediction never came. Transports call i
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -51,6 +52,7 @@ class FeedbackCore:
         self._producer = producer
         self._settings = settings
         self._clock = clock
+        self._stopping = asyncio.Event()
 
     # -- API ---------------------------------------------------------------------------------------------
     async def submit(self, items: list[events_pb2.Feedback], *, batch_field: str | None = None) -> int:
@@ -157,10 +159,14 @@ class FeedbackCore:
                 metrics.publish_quality(q)
         metrics.PENDING.set((await self.store.stats())["pending"])
 
+    async def stop(self) -> None:
+        """End :meth:`run_sweeper` at its next pause, so that the service's stop does not wait on it."""
+        self._stopping.set()
+
     async def run_sweeper(self) -> None:
-        """Background task: sweep expired feedback and refresh the gauges until cancelled."""
+        """Background task: sweep expired feedback and refresh the gauges until stopped or cancelled."""
         last_refresh = 0.0
-        while True:
+        while not self._stopping.is_set():
             try:
                 await self.sweep_once()
                 if time.monotonic() - last_refresh >= self._settings.quality_refresh_s:
@@ -170,4 +176,5 @@ class FeedbackCore:
                 raise
             except Exception:
                 log.exception("feedback sweep failed; retrying next round")
-            await asyncio.sleep(self._settings.sweep_interval_s)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self._settings.sweep_interval_s)
