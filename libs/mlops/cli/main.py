@@ -6,48 +6,21 @@ import json
 import subprocess
 import sys
 import time
-from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
-import httpx
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from mlops.settings import SERVICES, PlatformSettings, service_settings
+from mlops.cli.common import console
+from mlops.cli.feature_cmds import datasets_app
+from mlops.cli.registry_cmds import models_app, runs_app
+from mlops.cli.router_cmds import endpoints_app
+from mlops.cli.trainer_cmds import train
+from mlops.settings import SERVICES, PlatformSettings
 from mlops.stack import procs
 from mlops.stack.supervisor import StackError, Supervisor
 
 app = typer.Typer(help="The MLOps platform: local stack, models, runs, endpoints, datasets.", no_args_is_help=True)
-models_app = typer.Typer(help="Registered models and their versions.", no_args_is_help=True)
-runs_app = typer.Typer(help="Training runs.", no_args_is_help=True)
-endpoints_app = typer.Typer(help="Router endpoints.", no_args_is_help=True)
-datasets_app = typer.Typer(help="Versioned training sets.", no_args_is_help=True)
-app.add_typer(models_app, name="models")
-app.add_typer(runs_app, name="runs")
-app.add_typer(endpoints_app, name="endpoints")
-app.add_typer(datasets_app, name="datasets")
-console = Console()
-
-
-def _url(service: str, path: str) -> str:
-    return f"http://{PlatformSettings().host}:{service_settings(service).http_port}{path}"
-
-
-def _call(method: str, service: str, path: str, body: Any = None) -> Any:
-    try:
-        resp = httpx.request(method, _url(service, path), json=body, timeout=30.0)
-    except httpx.HTTPError as exc:
-        console.print(f"[red]cannot reach {service}: {exc}. Is the stack up (`mlops up`)?[/red]")
-        raise typer.Exit(2) from exc
-    if resp.status_code >= 400:
-        console.print(f"[red]{service} answered {resp.status_code}: {resp.text}[/red]")
-        raise typer.Exit(1)
-    return resp.json()
-
-
-def _print_json(data: Any) -> None:
-    console.print_json(json.dumps(data))
 
 
 @app.command()
@@ -135,88 +108,11 @@ def bench(ctx: typer.Context, name: str) -> None:
     raise typer.Exit(subprocess.call([sys.executable, "-m", "mlops.bench", name, *ctx.args]))
 
 
-@app.command()
-def train(
-    model: str,
-    stream: Annotated[str, typer.Option(help="Source stream of the training set.")],
-    features: Annotated[str, typer.Option(help="Comma-separated feature names.")],
-    label: Annotated[str, typer.Option(help="Label field.")],
-    stage: Annotated[str, typer.Option(help="Stage of the new version.")] = "candidate",
-    wait: Annotated[bool, typer.Option(help="Wait for the job to finish.")] = True,
-) -> None:
-    """Submit a training job to the trainer."""
-    job = _call("POST", "trainer", "/v1/training-jobs",
-                {"model": model, "stream": stream, "features": features.split(","), "label": label, "stage": stage})
-    while wait and job["state"] not in ("succeeded", "failed"):
-        time.sleep(1.0)
-        job = _call("GET", "trainer", f"/v1/training-jobs/{job['id']}")
-        console.print(f"[dim]{job['state']} {job.get('progress', 0):.0%}[/dim]")
-    _print_json(job)
-    if job["state"] == "failed":
-        raise typer.Exit(1)
-
-
-@models_app.command("list")
-def models_list() -> None:
-    """Models, their latest versions and aliases."""
-    _print_json(_call("GET", "registry", "/v1/models"))
-
-
-@models_app.command("show")
-def models_show(name: str, version: str) -> None:
-    """One model version with its lineage."""
-    _print_json(_call("GET", "registry", f"/v1/models/{name}/versions/{version}"))
-
-
-@models_app.command("stage")
-def models_stage(name: str, version: str, stage: str, reason: Annotated[str, typer.Option()] = "") -> None:
-    """Move a model version to a stage (candidate, shadow, canary, production, archived)."""
-    _print_json(_call("POST", "registry", f"/v1/models/{name}/versions/{version}/stage",
-                      {"stage": stage, "reason": reason}))
-
-
-@runs_app.command("show")
-def runs_show(run_id: str) -> None:
-    """A run: params, metrics, artifacts, lineage."""
-    _print_json(_call("GET", "registry", f"/v1/runs/{run_id}"))
-
-
-@endpoints_app.command("list")
-def endpoints_list() -> None:
-    """Router endpoints."""
-    _print_json(_call("GET", "bandit-router", "/v1/endpoints"))
-
-
-@endpoints_app.command("show")
-def endpoints_show(endpoint: str) -> None:
-    """An endpoint's variants, policy and live state."""
-    _print_json(_call("GET", "bandit-router", f"/v1/endpoints/{endpoint}"))
-
-
-@endpoints_app.command("put")
-def endpoints_put(
-    endpoint: str, spec: Annotated[Path, typer.Argument(help="JSON file with variants and policy")]
-) -> None:
-    """Declare an endpoint from a JSON file."""
-    _print_json(_call("PUT", "bandit-router", f"/v1/endpoints/{endpoint}", json.loads(spec.read_text())))
-
-
-@datasets_app.command("build")
-def datasets_build(
-    stream: str,
-    features: Annotated[str, typer.Option(help="Comma-separated feature names.")],
-    label: Annotated[str, typer.Option(help="Label field.")],
-) -> None:
-    """Build a versioned training set from the offline store."""
-    _print_json(_call("POST", "feature", "/v1/datasets",
-                      {"stream": stream, "features": features.split(","), "label": label}))
-
-
-@datasets_app.command("show")
-def datasets_show(dataset_id: str) -> None:
-    """A dataset version's card."""
-    _print_json(_call("GET", "feature", f"/v1/datasets/{dataset_id}"))
-
+app.command()(train)
+app.add_typer(models_app, name="models")
+app.add_typer(runs_app, name="runs")
+app.add_typer(endpoints_app, name="endpoints")
+app.add_typer(datasets_app, name="datasets")
 
 if __name__ == "__main__":
     app()

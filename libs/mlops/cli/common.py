@@ -1,0 +1,34 @@
+"""Helpers the CLI's command groups share: calling a service's REST API, printing JSON."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+import typer
+from rich.console import Console
+
+from mlops.settings import PlatformSettings, service_settings
+
+console = Console()
+
+
+def url(service: str, path: str) -> str:
+    return f"http://{PlatformSettings().host}:{service_settings(service).http_port}{path}"
+
+
+def call(method: str, service: str, path: str, body: Any = None) -> Any:
+    try:
+        resp = httpx.request(method, url(service, path), json=body, timeout=30.0)
+    except httpx.HTTPError as exc:
+        console.print(f"[red]cannot reach {service}: {exc}. Is the stack up (`mlops up`)?[/red]")
+        raise typer.Exit(2) from exc
+    if resp.status_code >= 400:
+        console.print(f"[red]{service} answered {resp.status_code}: {resp.text}[/red]")
+        raise typer.Exit(1)
+    return resp.json()
+
+
+def print_json(data: Any) -> None:
+    console.print_json(json.dumps(data))
