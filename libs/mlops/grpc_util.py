@@ -87,16 +87,25 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
 
 class _TraceClientInterceptor(grpc.aio.UnaryUnaryClientInterceptor, grpc.aio.UnaryStreamClientInterceptor):
     async def _inject(self, continuation, client_call_details, request):  # type: ignore[no-untyped-def]
-        metadata = list(client_call_details.metadata or [])
-        metadata.extend((k, v.decode()) for k, v in telemetry.inject_headers())
-        details = grpc.aio.ClientCallDetails(
-            client_call_details.method,
-            client_call_details.timeout,
-            metadata,
-            client_call_details.credentials,
-            client_call_details.wait_for_ready,
-        )
-        return await continuation(details, request)
+        method = client_call_details.method
+        method = method.decode() if isinstance(method, bytes) else method
+        rpc_service, _, rpc_method = method.lstrip("/").partition("/")
+        # The CLIENT span covers sending the call; the server continues from it.
+        with telemetry.tracer().start_as_current_span(
+            method.lstrip("/"),
+            kind=trace.SpanKind.CLIENT,
+            attributes={"rpc.system": "grpc", "rpc.service": rpc_service, "rpc.method": rpc_method},
+        ):
+            metadata = list(client_call_details.metadata or [])
+            metadata.extend((k, v.decode()) for k, v in telemetry.inject_headers())
+            details = grpc.aio.ClientCallDetails(
+                client_call_details.method,
+                client_call_details.timeout,
+                metadata,
+                client_call_details.credentials,
+                client_call_details.wait_for_ready,
+            )
+            return await continuation(details, request)
 
     async def intercept_unary_unary(self, continuation, client_call_details, request):  # type: ignore[no-untyped-def]
         return await self._inject(continuation, client_call_details, request)

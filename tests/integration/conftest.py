@@ -11,13 +11,28 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.integration.stack import Stack, stack_env
+from tests.integration.otlp import OtlpReceiver
+from tests.integration.stack import PORT_BASE, Stack, stack_env
 
 
 @pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def otlp() -> Iterator[OtlpReceiver]:
+    """Receives the spans of every process of the session's stack."""
+    receiver = OtlpReceiver(PORT_BASE + 989)
+    receiver.start()
+    yield receiver
+    receiver.stop()
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory, otlp: OtlpReceiver) -> Iterator[Stack]:
     home = tmp_path_factory.mktemp("mlops-home")
     env = stack_env(home)
+    env.update({
+        "OTEL_EXPORTER_OTLP_ENDPOINT": otlp.endpoint,
+        "OTEL_EXPORTER_OTLP_INSECURE": "true",
+        "OTEL_BSP_SCHEDULE_DELAY": "200",
+    })
     only = ["--only", os.environ["MLOPS_TEST_ONLY"]] if os.environ.get("MLOPS_TEST_ONLY") else []
     up = subprocess.run([sys.executable, "-m", "mlops.cli.main", "up", "--timeout", "240", *only], env=env, text=True,
                         capture_output=True, timeout=400)

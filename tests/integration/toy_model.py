@@ -1,0 +1,47 @@
+"""A tiny TorchScript classifier registered straight through the registry's gRPC API, for tests that need
+a served model without training one."""
+
+from __future__ import annotations
+
+import io
+
+import grpc
+import torch
+
+from mlops.v1 import registry_pb2, registry_pb2_grpc
+
+
+class _Toy(torch.nn.Module):
+    def __init__(self, n_features: int, bias: float) -> None:
+        super().__init__()
+        self.linear = torch.nn.Linear(n_features, 2)
+        with torch.no_grad():
+            self.linear.weight.fill_(0.5)
+            self.linear.weight[0].fill_(-0.5)
+            self.linear.bias.fill_(bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.linear(x), dim=1)
+
+
+def torchscript_bytes(n_features: int = 2, bias: float = 0.0) -> bytes:
+    buf = io.BytesIO()
+    torch.jit.save(torch.jit.script(_Toy(n_features, bias)), buf)
+    return buf.getvalue()
+
+
+def register(grpc_address: str, model: str, features: list[str], stage: str = "production",
+             bias: float = 0.0) -> registry_pb2.ModelVersion:
+    with grpc.insecure_channel(grpc_address) as channel:
+        stub = registry_pb2_grpc.RegistryServiceStub(channel)
+        return stub.RegisterModelVersion(registry_pb2.RegisterModelVersionRequest(
+            model=model,
+            run=registry_pb2.RunInfo(experiment=f"{model}-tests", params={"kind": "toy"}, metrics={"accuracy": 1.0},
+                                     seed=0, python_version="3.11", hardware="cpu"),
+            artifact=torchscript_bytes(len(features), bias),
+            artifact_format="torchscript",
+            signature=registry_pb2.ModelSignature(features=features, input_name="input", output_name="output",
+                                                  classes=["0", "1"]),
+            stage=stage,
+            reason="registered by a test",
+        ), timeout=30)
