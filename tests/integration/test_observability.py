@@ -10,7 +10,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-import tritonclient.http as triton_http
 from prometheus_client.parser import text_string_to_metric_families
 
 from mlops.settings import SERVICES
@@ -27,13 +26,7 @@ async def _deploy(stack: Stack, http: httpx.AsyncClient) -> tuple[str, str, str]
     run = uuid.uuid4().hex[:8]
     model, endpoint = f"traced-{run}", f"traced-{run}"
     version = (await asyncio.to_thread(toy_model.register, stack.grpc("registry"), model, ["a", "b"])).version
-    client = triton_http.InferenceServerClient(url=stack.url("inference").removeprefix("http://"))
-    for _ in range(240):
-        if await asyncio.to_thread(client.is_model_ready, model, version):
-            break
-        await asyncio.sleep(0.25)
-    else:
-        raise AssertionError("inference never loaded the model")
+    await asyncio.to_thread(toy_model.wait_ready, stack.url("inference"), model, version)
     r = await http.put(stack.url("bandit-router", f"/v1/endpoints/{endpoint}"), json={
         "variants": [{"name": "only", "model": model, "alias": "production", "weight": 1.0}],
         "policy": {"type": "fixed"}})

@@ -45,3 +45,21 @@ def register(grpc_address: str, model: str, features: list[str], stage: str = "p
             stage=stage,
             reason="registered by a test",
         ), timeout=30)
+
+
+def wait_ready(inference_http: str, model: str, version: str, timeout_s: float = 60.0) -> None:
+    """Block until inference reports the version ready, asking with an unmodified tritonclient.
+
+    tritonclient.http runs on gevent, whose hub belongs to one thread: create and use the client in the
+    same thread (call this whole function through ``asyncio.to_thread``)."""
+    import time
+
+    import tritonclient.http as triton_http
+
+    client = triton_http.InferenceServerClient(url=inference_http.removeprefix("http://"))
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        if client.is_model_ready(model, version):
+            return
+        time.sleep(0.25)
+    raise AssertionError(f"inference never loaded {model} v{version}")

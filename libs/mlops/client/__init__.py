@@ -1,0 +1,15 @@
+"""The Python client for product apps: predict, send feedback, send events; retries and typed errors.
+
+```python
+from mlops.client import Client
+
+with Client() as mlops:                       # addresses from MLOPS_* settings, or Client(router="http://...")
+    mlops.send_events("loans", [{"entity_id": "a1", "salary": 52000.0, ...}])
+    p = mlops.predict("loans", features={"salary": 52000.0, ...}, unit_id="user-7")
+    mlops.feedback(p.prediction_id, label=1)
+```
+"""
+
+from mlops.client.client import Client, IngestResult, Prediction
+
+__all__ = ["Client", "IngestResult", "Prediction"]
