@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+from mlops import console
 from mlops.service import Service, run_main
 from mlops.settings import PlatformSettings, service_settings
 from mlops.v1 import registry_pb2_grpc
@@ -19,6 +20,7 @@ async def main() -> None:
     store = await asyncio.to_thread(RegistryStore, settings.registry_url, ArtifactStore(settings.home / "artifacts"))
     registry = Registry(store, service.producer)
     service.add_http(http.router(registry))
+    service.add_http(console.router)  # the web console at /ui
     service.add_grpc(
         lambda server: registry_pb2_grpc.add_RegistryServiceServicer_to_server(grpc_api.Servicer(registry), server)
     )

@@ -4,6 +4,9 @@ a served model without training one."""
 from __future__ import annotations
 
 import io
+import platform
+import subprocess
+from pathlib import Path
 
 import grpc
 import torch
@@ -30,14 +33,25 @@ def torchscript_bytes(n_features: int = 2, bias: float = 0.0) -> bytes:
     return buf.getvalue()
 
 
+def _run_info(model: str) -> registry_pb2.RunInfo:
+    """A complete run record: the registry refuses a version without its lineage and environment."""
+    root = Path(__file__).resolve().parents[2]
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True).stdout.strip()
+    return registry_pb2.RunInfo(
+        experiment=f"{model}-tests", params={"kind": "toy"}, metrics={"accuracy": 1.0}, seed=0,
+        dataset_id="ds-toy-fixture", git_commit=commit or "0" * 40, git_dirty=False,
+        python_version=platform.python_version(), hardware="cpu", pip_freeze="torch==2.13.0",
+        tags={"mlops.definitions_hash": "toy"},
+    )
+
+
 def register(grpc_address: str, model: str, features: list[str], stage: str = "production",
              bias: float = 0.0) -> registry_pb2.ModelVersion:
     with grpc.insecure_channel(grpc_address) as channel:
         stub = registry_pb2_grpc.RegistryServiceStub(channel)
         return stub.RegisterModelVersion(registry_pb2.RegisterModelVersionRequest(
             model=model,
-            run=registry_pb2.RunInfo(experiment=f"{model}-tests", params={"kind": "toy"}, metrics={"accuracy": 1.0},
-                                     seed=0, python_version="3.11", hardware="cpu"),
+            run=_run_info(model),
             artifact=torchscript_bytes(len(features), bias),
             artifact_format="torchscript",
             signature=registry_pb2.ModelSignature(features=features, input_name="input", output_name="output",
