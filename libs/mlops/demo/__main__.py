@@ -7,11 +7,12 @@ import argparse
 import sys
 import time
 import traceback
+from datetime import datetime
 
 from rich.console import Console
 from rich.table import Table
 
-from mlops.demo import report, scenario
+from mlops.demo import report, scenario, timeline
 from mlops.demo.client import Platform, PlatformError
 from mlops.settings import PlatformSettings
 from mlops.stack import procs
@@ -21,7 +22,9 @@ from mlops.stack.supervisor import StackError, Supervisor
 def _args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="demo", description=__doc__)
     p.add_argument("--train-events", type=int, default=3000, help="events streamed before training")
-    p.add_argument("--predictions", type=int, default=400, help="predictions served through the router")
+    p.add_argument("--drift-after", type=int, default=600, help="predictions served before the drift")
+    p.add_argument("--max-predictions", type=int, default=12000, help="give up if the loop has not closed by then")
+    p.add_argument("--after-promotion", type=int, default=300, help="predictions served after the promotion")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--keep-up", action="store_true", help="leave the stack running afterwards")
     return p.parse_args(argv)
@@ -46,10 +49,14 @@ def main(argv: list[str] | None = None) -> int:
         platform = Platform(settings)
         try:
             outcome = scenario.run(
-                scenario.Options(train_events=args.train_events, predictions=args.predictions, seed=args.seed),
+                scenario.Options(train_events=args.train_events, drift_after=args.drift_after,
+                                 max_predictions=args.max_predictions, after_promotion=args.after_promotion,
+                                 seed=args.seed),
                 platform, console,
             )
         finally:
+            if outcome is not None:
+                outcome["timeline"] = _reconstruct(platform, settings, outcome)
             platform.close()
     except (StackError, PlatformError, RuntimeError) as exc:
         error = str(exc)
@@ -65,36 +72,88 @@ def main(argv: list[str] | None = None) -> int:
     ok = outcome is not None and error is None
     summary = _summary(outcome, ok, error, time.time() - t0)
     rec = outcome["record"] if outcome else scenario.Record()
-    out = report.write(settings.home / "reports", summary, rec.timeline, rec.accuracy, rec.traffic)
+    marks = _marks(rec, summary)
+    out = report.write(settings.home / "reports", summary, rec.timeline, rec.accuracy, rec.traffic,
+                       rec.drift_scores, marks)
     _print_summary(console, summary, out)
-    return 0 if ok else 1
+    return 0 if summary["loop_closed"] else 1
+
+
+def _reconstruct(platform: Platform, settings: PlatformSettings, outcome: dict) -> dict:
+    """When each step of the loop happened, from the platform's own record."""
+    rec = outcome["record"]
+    t0 = rec.drift_injected_at
+    found: dict = {"drift_detected_at": None, "training_requested_at": None, "candidate_registered_at": None,
+                   "promoted_at": None, "candidate": None}
+    if t0 is None:
+        return found
+    after = [a for a in timeline.alerts(platform, scenario.MODEL) if (timeline.parse_time(a.get("time")) or t0) >= t0]
+    times = sorted(t for a in after if (t := timeline.parse_time(a.get("time"))))
+    found["drift_detected_at"] = times[0] if times else None
+    requests = timeline.training_requests(settings, scenario.MODEL)
+    reqs = sorted(r["time"] for r in requests if r["time"] and r["time"] >= t0)
+    found["training_requested_at"] = reqs[0] if reqs else None
+    for v in timeline.versions(platform, scenario.MODEL):
+        created = timeline.parse_time(v.get("created_at"))
+        if str(v.get("version")) == outcome["version"] or not created or created < t0:
+            continue
+        if found["candidate_registered_at"] is None or created < found["candidate_registered_at"]:
+            found["candidate_registered_at"] = created
+            found["candidate"] = str(v.get("version"))
+        for tr in v.get("transitions", []) or []:
+            if tr.get("to_stage") == "production":
+                found["promoted_at"] = timeline.parse_time(tr.get("time"))
+    return found
+
+
+def _marks(rec: scenario.Record, summary: dict) -> dict[str, float]:
+    """Seconds since the demo started of each step of the loop, for the charts."""
+    marks = {}
+    for label, key in (("drift injected", "drift_injected_at"), ("drift detected", "drift_detected_at"),
+                       ("candidate registered", "candidate_registered_at"), ("promoted", "promoted_at")):
+        if summary.get(key):
+            marks[label] = datetime.fromisoformat(summary[key]).timestamp() - rec.started
+    return marks
+
+
+def _iso(t: datetime | None) -> str | None:
+    return t.isoformat() if t else None
 
 
 def _summary(outcome: dict | None, ok: bool, error: str | None, seconds: float) -> dict:
     versions: dict[str, dict] = {}
+    found: dict = {}
+    drift_at = None
+    majority_at = None
     if outcome:
-        # Traffic share by the versions that actually answered (a variant may follow an alias).
-        counts = {v: len(c) for v, c in outcome["record"].correct.items()}
-        total = sum(counts.values()) or 1
-        for version, n in sorted(counts.items()):
+        rec = outcome["record"]
+        drift_at = rec.drift_injected_at
+        found = outcome.get("timeline") or {}
+        majority_at = outcome["loop"]["majority_at"]
+        shares = outcome["loop"]["shares_final"]
+        for version in sorted(set(rec.correct) | set(rec.correct_after)):
+            before, after = rec.correct.get(version, []), rec.correct_after.get(version, [])
             versions[version] = {
-                "accuracy_before_drift": outcome["accuracy"].get(version),
-                "accuracy_after_drift": None,
-                "traffic_share_final": n / total,
+                "accuracy_before_drift": sum(before) / len(before) if before else None,
+                "accuracy_after_drift": sum(after) / len(after) if after else None,
+                "predictions": len(before) + len(after),
+                "traffic_share_final": shares.get(version, 0.0),
             }
+    promoted_at = found.get("promoted_at")
+    closed = bool(ok and drift_at and found.get("drift_detected_at") and found.get("training_requested_at")
+                  and found.get("candidate_registered_at") and promoted_at)
     return {
-        # The thin loop: events -> features -> training -> registry -> inference -> router -> feedback ->
-        # reward at the router, and drift consuming predictions. Drift-triggered retraining and automatic
-        # promotion are not built yet, so the closed loop is reported as not closed.
-        "thin_loop_ok": ok,
-        "loop_closed": False,
-        "drift_injected_at": None,
-        "drift_detected_at": None,
-        "training_requested_at": None,
-        "candidate_registered_at": None,
-        "promoted_at": None,
-        "seconds_drift_to_promotion": None,
-        "seconds_drift_to_majority_traffic": None,
+        "loop_closed": closed,
+        "drift_injected_at": _iso(drift_at),
+        "drift_detected_at": _iso(found.get("drift_detected_at")),
+        "training_requested_at": _iso(found.get("training_requested_at")),
+        "candidate_registered_at": _iso(found.get("candidate_registered_at")),
+        "promoted_at": _iso(promoted_at),
+        "promoted_version": found.get("candidate") if promoted_at else None,
+        "seconds_drift_to_promotion": round((promoted_at - drift_at).total_seconds(), 1)
+        if promoted_at and drift_at else None,
+        "seconds_drift_to_majority_traffic": round((majority_at - drift_at).total_seconds(), 1)
+        if majority_at and drift_at else None,
         "versions": versions,
         "seconds_total": round(seconds, 1),
         "error": error,
@@ -103,13 +162,22 @@ def _summary(outcome: dict | None, ok: bool, error: str | None, seconds: float) 
 
 def _print_summary(console: Console, summary: dict, out: object) -> None:
     console.rule("summary")
-    table = Table("version", "accuracy", "traffic share")
+    steps = Table("step", "when")
+    for key in ("drift_injected_at", "drift_detected_at", "training_requested_at", "candidate_registered_at",
+                "promoted_at"):
+        steps.add_row(key.removesuffix("_at").replace("_", " "), summary[key] or "[red]never[/red]")
+    console.print(steps)
+    table = Table("version", "accuracy before drift", "accuracy after drift", "traffic share (final)")
     for version, v in summary["versions"].items():
-        acc = v["accuracy_before_drift"]
-        table.add_row(f"v{version}", "-" if acc is None else f"{acc:.3f}", f"{v['traffic_share_final']:.0%}")
+        def fmt(x: float | None) -> str:
+            return "-" if x is None else f"{x:.3f}"
+        table.add_row(f"v{version}", fmt(v["accuracy_before_drift"]), fmt(v["accuracy_after_drift"]),
+                      f"{v['traffic_share_final']:.0%}")
     console.print(table)
-    status = "[green]completed[/green]" if summary["thin_loop_ok"] else "[red]did not complete[/red]"
-    console.print(f"thin loop {status} in {summary['seconds_total']}s; report: {out}/report.html")
+    console.print(f"drift -> promotion: {summary['seconds_drift_to_promotion']} s; "
+                  f"drift -> majority of traffic on the new version: {summary['seconds_drift_to_majority_traffic']} s")
+    status = "[green]closed[/green]" if summary["loop_closed"] else "[red]did not close[/red]"
+    console.print(f"the loop {status} in {summary['seconds_total']} s; report: {out}/report.html")
 
 
 if __name__ == "__main__":

@@ -7,17 +7,15 @@ Every step goes through the platform's public REST APIs, as a product team would
 from __future__ import annotations
 
 import time
-from collections import deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from rich.console import Console
-from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 from river.datasets import synth
 
+from mlops.demo import live
 from mlops.demo.client import Platform
 
 STREAM = "loans"
@@ -44,9 +42,15 @@ SCHEMA = {
 @dataclass
 class Options:
     train_events: int = 3000
-    predictions: int = 400
+    drift_after: int = 600            # predictions served before the world changes
+    max_predictions: int = 12000      # give up when the loop has not closed by then
+    after_promotion: int = 300        # predictions served after the promotion, to show the new traffic
+    drift_function: int = 5           # the Agrawal classification function after the drift
+    drift_feature: str = "car"        # the feature whose distribution shifts with the drift
     seed: int = 42
     batch: int = 250
+    promote_threshold: float = 0.95
+    min_samples: int = 100
 
 
 @dataclass
@@ -58,9 +62,12 @@ class Record:
     accuracy: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
     traffic: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
     correct: dict[str, list[int]] = field(default_factory=dict)
+    correct_after: dict[str, list[int]] = field(default_factory=dict)
+    drift_injected_at: datetime | None = None
+    drift_scores: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
 
-    def mark(self, event: str, console: Console) -> str:
-        at = datetime.now(UTC).isoformat()
+    def mark(self, event: str, console: Console, at: datetime | None = None) -> str:
+        at = (at or datetime.now(UTC)).isoformat()
         self.timeline.append({"at": at, "t": round(time.time() - self.started, 2), "event": event})
         console.print(f"[bold green]✓[/bold green] {event}")
         return at
@@ -116,70 +123,12 @@ def run(opts: Options, platform: Platform, console: Console) -> dict[str, Any]:
     platform.wait(f"inference to load {MODEL} v{version}", lambda: platform.model_ready(MODEL, version), 120)
     rec.mark(f"inference loaded v{version} (checksum verified, warmed up)", console)
 
-    platform.put_endpoint(ENDPOINT, {"variants": [{"name": "primary", "model": MODEL, "alias": "production",
-                                                   "weight": 1.0}], "policy": {"type": "fixed"}})
-    rec.mark(f"router endpoint {ENDPOINT!r} serves the production alias", console)
+    policy = {"type": "thompson", "params": {"auto_candidates": True, "promote_threshold": opts.promote_threshold,
+                                              "min_samples": opts.min_samples}}
+    platform.put_endpoint(ENDPOINT, {"variants": [{"name": f"v{version}", "model": MODEL, "version": version,
+                                                   "weight": 1.0}], "policy": policy})
+    rec.mark(f"router endpoint {ENDPOINT!r}: Thompson sampling; new candidates join as arms by themselves", console)
 
-    served = _serve(opts, platform, console, rec, gen)
-    rec.mark(f"{served} predictions served through the router, feedback sent for each", console)
-
-    def rewards_in() -> bool:
-        state = platform.endpoint(ENDPOINT)
-        return sum(int(v.get("rewards", 0)) for v in state["variants"]) >= served
-
-    platform.wait("every reward to reach the router", rewards_in, timeout_s=120)
-    rec.mark("rewards joined by feedback reached the router", console)
-    drift = platform.wait("the drift service to see the predictions",
-                          lambda: (d := platform.drift(MODEL, version)) and d.get("predictions", 0) >= served and d,
-                          timeout_s=120)
-    rec.mark(f"drift service consumed {drift['predictions']} predictions of v{version}", console)
-
+    loop = live.serve(opts, platform, console, rec, gen, version)
     accuracy = {v: sum(c) / len(c) for v, c in rec.correct.items() if c}
-    state = platform.endpoint(ENDPOINT)
-    return {
-        "record": rec,
-        "version": version,
-        "accuracy": accuracy,
-        "endpoint_state": state,
-        "job": job,
-    }
-
-
-def _serve(opts: Options, platform: Platform, console: Console, rec: Record, gen: Any) -> int:
-    window: dict[str, deque[int]] = {}
-    table_rows: dict[str, dict[str, float]] = {}
-
-    def table() -> Table:
-        t = Table(title="live traffic", expand=False)
-        for col in ("version", "predictions", "rolling accuracy"):
-            t.add_column(col)
-        for v, row in sorted(table_rows.items()):
-            t.add_row(f"v{v}", str(int(row["n"])), f"{row['acc']:.3f}")
-        return t
-
-    served = 0
-    with Live(table(), console=console, refresh_per_second=4) as live:
-        for i in range(opts.predictions):
-            x, y = next(gen)
-            resp = platform.predict(ENDPOINT, {"unit_id": f"applicant-p{i}",
-                                               "features": {k: x[k] for k in FEATURES}})
-            version = str(resp["version"])
-            outputs = resp["outputs"]
-            if len(outputs) > 1:
-                predicted = max(range(len(outputs)), key=lambda k: outputs[k])
-            else:
-                predicted = int(outputs[0] > 0.5)
-            hit = int(predicted == int(y))
-            rec.correct.setdefault(version, []).append(hit)
-            w = window.setdefault(version, deque(maxlen=100))
-            w.append(hit)
-            platform.feedback([{"prediction_id": resp["prediction_id"], "label": int(y)}])
-            served += 1
-            t = round(time.time() - rec.started, 2)
-            rec.accuracy.setdefault(version, []).append((t, sum(w) / len(w)))
-            total = sum(len(c) for c in rec.correct.values())
-            for v, c in rec.correct.items():
-                rec.traffic.setdefault(v, []).append((t, len(c) / total))
-            table_rows[version] = {"n": len(rec.correct[version]), "acc": sum(w) / len(w)}
-            live.update(table())
-    return served
+    return {"record": rec, "version": version, "accuracy": accuracy, "loop": loop, "job": job}
