@@ -64,3 +64,15 @@ class PoisonRecord(MlopsError):
     """A Kafka record that can never be processed (bad bytes, bad schema): it goes to the dead-letter topic."""
 
     code = "poison_record"
+
+
+class RateLimited(MlopsError):
+    http_status = 429
+    grpc_code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    code = "rate_limited"
+
+
+class TooLarge(MlopsError):
+    http_status = 413
+    grpc_code = grpc.StatusCode.INVALID_ARGUMENT
+    code = "too_large"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import signal
 import time
@@ -23,10 +24,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.asyncio import BlockingConnectionPool, Redis
 
 from mlops import telemetry
+from mlops.auth import audit, policy
+from mlops.auth.guard import Guard
 from mlops.bus import topics
 from mlops.bus.consumer import Consumer, Handler
 from mlops.bus.producer import Producer
-from mlops.errors import MlopsError
+from mlops.errors import MlopsError, TooLarge
 from mlops.grpc_util import ServerInterceptor, server_options
 from mlops.settings import PlatformSettings, ServiceSettings
 
@@ -42,6 +45,21 @@ class _QuietServer(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
+
+
+def _json_fields(body: bytes) -> dict[str, Any]:
+    try:
+        data = json.loads(body) if body else {}
+    except (ValueError, UnicodeDecodeError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _cookie_token(request: Request) -> str | None:
+    """The console's browser session: a token given once as ``/ui?token=...`` is kept in a cookie."""
+    token = request.cookies.get("mlops_token") or (
+        request.query_params.get("token") if request.url.path.startswith("/ui") else None)
+    return f"Bearer {token}" if token else None
 
 
 def _validation_field(exc: RequestValidationError) -> str | None:
@@ -65,6 +83,7 @@ class Service:
         self.redis: Redis = Redis(connection_pool=BlockingConnectionPool.from_url(
             settings.redis_url, max_connections=settings.redis_max_connections, timeout=10))
         self.producer: Producer | None = Producer(settings, client_id=f"mlops-{self.name}") if kafka else None
+        self.guard = Guard(settings, self.redis)
         self.app = self._build_app()
         self._grpc_adders: list[GrpcAdder] = []
         self._consumers: list[Consumer] = []
@@ -119,6 +138,10 @@ class Service:
             return JSONResponse({"error": body}, status_code=400)
 
         @app.middleware("http")
+        async def _guard(request: Request, call_next):  # type: ignore[no-untyped-def]
+            return await self._guarded(request, call_next)
+
+        @app.middleware("http")
         async def _observe(request: Request, call_next):  # type: ignore[no-untyped-def]
             route = request.scope.get("route")
             start = time.perf_counter()
@@ -160,6 +183,34 @@ class Service:
 
         return app
 
+    async def _guarded(self, request: Request, call_next):  # type: ignore[no-untyped-def]
+        """Body limit, authentication, authorisation and rate limit; then the audit record of a state change."""
+        path, method = request.url.path, request.method
+        try:
+            if int(request.headers.get("content-length") or 0) > self.settings.max_body_bytes:
+                raise TooLarge(f"the body is larger than {self.settings.max_body_bytes} bytes", field="body")
+            if policy.OPEN_PATHS.match(path):
+                return await call_next(request)
+            permission = policy.rest_permission(method, path)
+            reason = ""
+            if permission in policy.AUDITED:
+                body = await request.body()
+                fields = _json_fields(body)
+                reason = str(fields.get("reason", ""))
+                if permission == "stage" and fields.get("stage") in policy.ADMIN_STAGES:
+                    permission = "promote"
+            token = request.headers.get("authorization") or _cookie_token(request)
+            principal = await self.guard.check(token, permission)
+        except MlopsError as exc:
+            return JSONResponse(exc.to_body(), status_code=exc.http_status)
+        response = await call_next(request)
+        if path.startswith("/ui") and request.query_params.get("token"):
+            response.set_cookie("mlops_token", request.query_params["token"], httponly=True, samesite="strict")
+        if permission in policy.AUDITED and response.status_code < 400:
+            route = getattr(request.scope.get("route"), "path", path)
+            await audit.record(self.producer, principal.name, f"{method} {route}", path, reason)
+        return response
+
     async def _redis_ready(self) -> bool:
         try:
             return bool(await asyncio.wait_for(self.redis.ping(), 2.0))
@@ -191,7 +242,8 @@ class Service:
             await topics.ensure_topics(self.settings)
             await self.producer.start()
 
-        grpc_server = grpc.aio.server(interceptors=[ServerInterceptor(self.name)], options=server_options())
+        interceptor = ServerInterceptor(self.name, self.guard, lambda: self.producer)
+        grpc_server = grpc.aio.server(interceptors=[interceptor], options=server_options())
         health_pb2_grpc.add_HealthServicer_to_server(self.health, grpc_server)
         for adder in self._grpc_adders:
             adder(grpc_server)

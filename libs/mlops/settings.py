@@ -39,7 +39,11 @@ class PlatformSettings(BaseSettings):
     redis_max_connections: int = Field(128, description="Redis connections per service process.")
     registry_db_url: str | None = Field(None, description="SQLAlchemy URL; default SQLite under home.")
     triton_url: str | None = Field(None, description="Optional Triton server for the inference backend.")
-    auth_tokens_file: Path | None = Field(None, description="Bearer tokens file (hashed).")
+    auth_tokens_file: Path | None = Field(None, description="Bearer tokens file (hashed); unset: auth off.")
+    auth_enabled: bool = Field(True, description="`mlops up` turns on bearer-token auth with local tokens.")
+    service_token: str | None = Field(None, description="The token services present when they call each other.")
+    rate_limit_per_s: int = Field(1000, description="Requests per second per token (0: unlimited).")
+    max_body_bytes: int = Field(32 * 1024 * 1024, description="Largest REST request body any service accepts.")
     topic_prefix: str = Field("", description="Prefix for every Kafka topic name.")
     topic_partitions: int = Field(4, description="Partitions for each topic the platform creates.")
     kafka_idempotence: bool = Field(

@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 
 from mlops import console
+from mlops.auth import audit, audit_http
+from mlops.auth.audit import AuditStore
+from mlops.bus import topics
 from mlops.service import Service, run_main
 from mlops.settings import PlatformSettings, service_settings
 from mlops.v1 import registry_pb2_grpc
@@ -21,6 +24,10 @@ async def main() -> None:
     registry = Registry(store, service.producer)
     service.add_http(http.router(registry))
     service.add_http(console.router)  # the web console at /ui
+    # The audit trail's append-only store lives beside the registry's own record of stage changes.
+    audit_store = AuditStore(settings.home / "audit")
+    service.add_http(audit_http.router(audit_store))
+    service.add_consumer(topics.AUDIT_LOG, audit.consumer(audit_store, service.redis, settings.dedup_ttl_s))
     service.add_grpc(
         lambda server: registry_pb2_grpc.add_RegistryServiceServicer_to_server(grpc_api.Servicer(registry), server)
     )

@@ -75,6 +75,8 @@ def stack_env(home: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("MLOPS_KAFKA_BOOTSTRAP", "MLOPS_REDIS_URL")}
     env.update({
         "MLOPS_HOME": str(home),
+        # The session's stack runs without auth; tests/integration/test_auth.py runs one with it.
+        "MLOPS_AUTH_ENABLED": "false",
         "MLOPS_EMBEDDED_KAFKA_PORT": str(KAFKA_PORT),
         "MLOPS_EMBEDDED_REDIS_PORT": str(REDIS_PORT),
     })

@@ -46,7 +46,7 @@ def _run_info(model: str) -> registry_pb2.RunInfo:
 
 
 def register(grpc_address: str, model: str, features: list[str], stage: str = "production",
-             bias: float = 0.0) -> registry_pb2.ModelVersion:
+             bias: float = 0.0, metadata: tuple[tuple[str, str], ...] = ()) -> registry_pb2.ModelVersion:
     with grpc.insecure_channel(grpc_address) as channel:
         stub = registry_pb2_grpc.RegistryServiceStub(channel)
         return stub.RegisterModelVersion(registry_pb2.RegisterModelVersionRequest(
@@ -58,7 +58,7 @@ def register(grpc_address: str, model: str, features: list[str], stage: str = "p
                                                   classes=["0", "1"]),
             stage=stage,
             reason="registered by a test",
-        ), timeout=30)
+        ), timeout=30, metadata=metadata or None)
 
 
 def wait_ready(inference_http: str, model: str, version: str, timeout_s: float = 60.0) -> None:

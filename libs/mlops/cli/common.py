@@ -9,6 +9,7 @@ import httpx
 import typer
 from rich.console import Console
 
+from mlops.auth.local import local_token
 from mlops.settings import PlatformSettings, service_settings
 
 console = Console()
@@ -18,9 +19,14 @@ def url(service: str, path: str) -> str:
     return f"http://{PlatformSettings().host}:{service_settings(service).http_port}{path}"
 
 
+def auth_headers() -> dict[str, str]:
+    token = local_token()
+    return {"authorization": f"Bearer {token}"} if token else {}
+
+
 def call(method: str, service: str, path: str, body: Any = None) -> Any:
     try:
-        resp = httpx.request(method, url(service, path), json=body, timeout=30.0)
+        resp = httpx.request(method, url(service, path), json=body, timeout=30.0, headers=auth_headers())
     except httpx.HTTPError as exc:
         console.print(f"[red]cannot reach {service}: {exc}. Is the stack up (`mlops up`)?[/red]")
         raise typer.Exit(2) from exc

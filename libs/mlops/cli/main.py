@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from mlops.cli.admin_cmds import audit_cmd, tokens_app
 from mlops.cli.common import console
 from mlops.cli.feature_cmds import datasets_app
 from mlops.cli.registry_cmds import models_app, runs_app
@@ -110,6 +111,8 @@ def bench(ctx: typer.Context, name: str) -> None:
 
 app.command()(train)
 app.add_typer(models_app, name="models")
+app.add_typer(tokens_app, name="tokens")
+app.command("audit")(audit_cmd)
 app.add_typer(runs_app, name="runs")
 app.add_typer(endpoints_app, name="endpoints")
 app.add_typer(datasets_app, name="datasets")

@@ -3,6 +3,7 @@ console shows exactly what any other client would see, and a service that is dow
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import httpx
@@ -28,7 +29,9 @@ async def _get(service: str, path: str) -> tuple[Any, str | None]:
     """``(json, None)`` or ``(None, reason)`` when the service cannot answer."""
     url = f"http://{peer_address(service, 'http')}{path}"
     try:
-        async with httpx.AsyncClient(timeout=5.0) as client:
+        token = os.environ.get("MLOPS_SERVICE_TOKEN")
+        headers = {"authorization": f"Bearer {token}"} if token else {}
+        async with httpx.AsyncClient(timeout=5.0, headers=headers) as client:
             resp = await client.get(url)
     except httpx.HTTPError as exc:
         return None, f"{service} unreachable: {exc.__class__.__name__}"

@@ -7,6 +7,7 @@ from typing import Any
 
 import httpx
 
+from mlops.auth.local import local_token
 from mlops.settings import PlatformSettings, service_settings
 
 
@@ -17,7 +18,8 @@ class PlatformError(RuntimeError):
 class Platform:
     def __init__(self, settings: PlatformSettings | None = None, timeout_s: float = 30.0) -> None:
         self._settings = settings or PlatformSettings()
-        self._http = httpx.Client(timeout=timeout_s)
+        token = local_token(self._settings)
+        self._http = httpx.Client(timeout=timeout_s, headers={"authorization": f"Bearer {token}"} if token else {})
 
     def close(self) -> None:
         self._http.close()

@@ -55,6 +55,7 @@ def save(home: Path, state: StackState) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps({"procs": [asdict(p) for p in state.procs], "env": state.env}, indent=2))
+    os.chmod(tmp, 0o600)  # the env holds the services' token
     tmp.replace(path)
 
 
@@ -72,7 +73,8 @@ def alive(proc: Proc) -> bool:
     if stat.rsplit(")", 1)[-1].split()[0] == "Z":
         return False
     if not cmdline or not cmdline[0]:
-        return False
+        # redis-server rewrites its title at start; for an instant the command line reads empty.
+        return True
     # redis-server rewrites its title to "path host:port", so compare the first word's basename.
     first = cmdline[0].decode(errors="replace").split()[0]
     return Path(first).name == Path(proc.cmd[0]).name

@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import redis
 
+from mlops.auth.local import ensure_local_tokens
 from mlops.bus.topics import ensure_topics
 from mlops.settings import SERVICES, PlatformSettings, env_name, service_settings
 from mlops.stack import procs
@@ -63,6 +64,14 @@ class Supervisor:
         try:
             env["MLOPS_KAFKA_BOOTSTRAP"] = self._kafka(state)
             env["MLOPS_REDIS_URL"] = self._redis(state)
+            if self.settings.auth_enabled:
+                tokens, service_token, admin_file = ensure_local_tokens(self.settings)
+                env["MLOPS_AUTH_TOKENS_FILE"] = str(tokens)
+                env["MLOPS_SERVICE_TOKEN"] = service_token
+                self.report(f"auth on: your admin token is in {admin_file} (the CLI and the demo use it)")
+            else:
+                env.pop("MLOPS_AUTH_TOKENS_FILE", None)
+                self.report("auth off (MLOPS_AUTH_ENABLED=false): every caller is an anonymous admin")
             state.env = {k: v for k, v in env.items() if k.startswith(("MLOPS_", "OTEL_"))}
             procs.save(self.home, state)
             self.report(f"creating topics on {env['MLOPS_KAFKA_BOOTSTRAP']}")

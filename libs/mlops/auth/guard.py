@@ -1,0 +1,64 @@
+"""The guard every service runs in front of its REST and gRPC methods: who is calling (bearer token),
+may they (role -> permission), not too often (per-token rate limit in Redis); and the principal of the
+current request, for the audit trail."""
+
+from __future__ import annotations
+
+import time
+from contextvars import ContextVar
+
+from redis.asyncio import Redis
+
+from mlops.auth.policy import allowed
+from mlops.auth.tokens import Principal, TokenStore
+from mlops.errors import PermissionDenied, RateLimited, Unauthenticated
+from mlops.settings import PlatformSettings
+
+current_principal: ContextVar[Principal | None] = ContextVar("mlops_principal", default=None)
+
+ANONYMOUS = Principal(token_id="", name="anonymous", role="admin")
+
+
+def bearer(value: str | None) -> str | None:
+    if not value:
+        return None
+    scheme, _, token = value.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+class Guard:
+    def __init__(self, settings: PlatformSettings, redis: Redis) -> None:
+        self._store = TokenStore(settings.auth_tokens_file) if settings.auth_tokens_file else None
+        self._redis = redis
+        self._rate = settings.rate_limit_per_s
+
+    @property
+    def enabled(self) -> bool:
+        return self._store is not None
+
+    async def check(self, authorization: str | None, permission: str) -> Principal:
+        """The caller's principal when allowed; raises Unauthenticated / PermissionDenied / RateLimited."""
+        if self._store is None:
+            current_principal.set(ANONYMOUS)
+            return ANONYMOUS
+        token = bearer(authorization)
+        if token is None:
+            raise Unauthenticated("a bearer token is required (Authorization: Bearer <token>)")
+        principal = self._store.verify(token)
+        if principal is None:
+            raise Unauthenticated("the token is unknown or revoked")
+        if not allowed(principal.role, permission):
+            raise PermissionDenied(f"role {principal.role!r} may not {permission}; ask an admin for a stronger role")
+        if self._rate > 0:
+            await self._limit(principal)
+        current_principal.set(principal)
+        return principal
+
+    async def _limit(self, principal: Principal) -> None:
+        key = f"mlops:rate:{principal.token_id}:{int(time.time())}"
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.incr(key)
+        pipe.expire(key, 2)
+        count, _ = await pipe.execute()
+        if int(count) > self._rate:
+            raise RateLimited(f"more than {self._rate} requests per second for token {principal.token_id}")
