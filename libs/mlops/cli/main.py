@@ -12,6 +12,7 @@ import typer
 from rich.table import Table
 
 from mlops.cli.admin_cmds import audit_cmd, tokens_app
+from mlops.cli.archive_cmds import predictions_cmd
 from mlops.cli.common import console
 from mlops.cli.feature_cmds import datasets_app
 from mlops.cli.registry_cmds import models_app, runs_app
@@ -113,6 +114,7 @@ app.command()(train)
 app.add_typer(models_app, name="models")
 app.add_typer(tokens_app, name="tokens")
 app.command("audit")(audit_cmd)
+app.command("predictions")(predictions_cmd)
 app.add_typer(runs_app, name="runs")
 app.add_typer(endpoints_app, name="endpoints")
 app.add_typer(datasets_app, name="datasets")
