@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import time
 import uuid
 
 import httpx
@@ -65,7 +66,13 @@ async def test_console_pages_in_headless_chromium(stack: Stack) -> None:
             for path in ("/ui/models", "/ui/endpoints", "/ui/drift", "/ui/audit"):
                 browser.get(stack.url("registry", path))
                 assert browser.find_element(By.TAG_NAME, "h1").text
+            for _ in range(40):  # the audit store is fed through audit.log, a moment behind
+                if f"endpoints/{endpoint}" in browser.page_source:
+                    break
+                time.sleep(0.25)
+                browser.get(stack.url("registry", "/ui/audit"))
             assert model in browser.page_source, "the audit trail shows the registration"
+            assert f"/v1/endpoints/{endpoint}" in browser.page_source, "the audit trail shows the endpoint change"
             errors = [e for e in browser.get_log("browser") if e["level"] in ("SEVERE", "ERROR")]
             assert not errors, errors
         finally:

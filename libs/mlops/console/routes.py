@@ -198,20 +198,24 @@ async def drift_page() -> str:
 
 @router.get("/audit", response_class=HTMLResponse)
 async def audit_page() -> str:
-    models, err = await _get("registry", "/v1/models")
-    if err:
-        return page("Audit trail", _problem(err))
+    trail, err = await _get("registry", "/v1/audit?limit=200")
+    body = "<h2>Audit trail</h2><p>Every state change, with who, when and why.</p>"
+    body += _problem(err) if err else table(
+        ["time", "actor", "action", "target", "reason"],
+        [[esc(e.get("time")), esc(e.get("actor")), esc(e.get("action")), esc(e.get("target")),
+          esc(e.get("reason"))] for e in (trail or {}).get("entries", [])])
+    models, err_m = await _get("registry", "/v1/models")
     rows = []
-    for m in _models(models):
+    for m in [] if err_m else _models(models):
         versions, _ = await _get("registry", f"/v1/models/{m.get('name')}/versions")
         for v in (versions or {}).get("versions", []) if isinstance(versions, dict) else (versions or []):
             if "transitions" not in v:
                 v, _ = await _get("registry", f"/v1/models/{m.get('name')}/versions/{v.get('version')}")
                 v = v or {}
             for t in v.get("transitions", []) or []:
-                rows.append([esc(t.get("at") or t.get("time")), esc(t.get("actor")),
-                             esc(f"{t.get('from_stage') or t.get('from') or ''} -> {t.get('to_stage') or t.get('to')}"),
+                rows.append([esc(t.get("time")), esc(t.get("actor")),
+                             esc(f"{t.get('from_stage') or ''} -> {t.get('to_stage')}"),
                              esc(f"{m.get('name')} v{v.get('version')}"), esc(t.get("reason"))])
     rows.sort(key=lambda r: r[0], reverse=True)
-    return page("Audit trail", "<p>Every stage change, with who, when and why.</p>" +
-                table(["time", "actor", "action", "target", "reason"], rows))
+    body += "<h2>Stage changes</h2>" + table(["time", "actor", "stage", "model version", "reason"], rows)
+    return page("Audit trail", body)

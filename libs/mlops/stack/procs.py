@@ -59,6 +59,17 @@ def save(home: Path, state: StackState) -> None:
     tmp.replace(path)
 
 
+def running(pid: int) -> bool:
+    """The pid exists and is not a zombie (used while a process starts, when its command line may still
+    read as the parent's or be empty)."""
+    try:
+        os.kill(pid, 0)
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (ProcessLookupError, PermissionError, OSError):
+        return False
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
+
+
 def alive(proc: Proc) -> bool:
     """True when ``proc.pid`` runs and is still the process we started (pids get reused)."""
     try:

@@ -141,7 +141,7 @@ class Supervisor:
         while time.time() < deadline:
             if ok():
                 return
-            if not procs.alive(proc):
+            if not procs.running(proc.pid):
                 raise StackError(f"{what} exited at start; its log ({proc.log}):\n{procs.tail(proc.log)}")
             time.sleep(0.1)
         raise StackError(f"{what} not ready after {timeout_s:.0f}s; its log ({proc.log}):\n{procs.tail(proc.log)}")
@@ -153,7 +153,7 @@ class Supervisor:
             for name in sorted(pending):
                 proc = state.get(name)
                 assert proc is not None
-                if not procs.alive(proc):
+                if not procs.running(proc.pid):
                     raise StackError(f"{name} exited at start; its log ({proc.log}):\n{procs.tail(proc.log)}")
                 if _http_ok(f"http://{proc.http}/readyz"):
                     pending.discard(name)
