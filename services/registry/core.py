@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -18,12 +19,16 @@ from mlops.bus import topics
 from mlops.bus.producer import Producer
 from mlops.v1 import events_pb2
 from services.registry.card import build_card, render_markdown
+from services.registry.compare import compare
 from services.registry.store import RegistryStore
 from services.registry.views import (
     ExperimentView,
+    GateResult,
     LifecycleEvent,
+    MetricPoint,
     ModelSummary,
     RegisterInput,
+    RunInput,
     RunView,
     VersionView,
 )
@@ -80,6 +85,36 @@ class Registry:
         await self._publish_quietly()
         return view
 
+    # -- experiment tracking ---------------------------------------------------------------------------
+    async def start_run(self, run: RunInput) -> RunView:
+        return await self._run(self.store.runs.start, run)
+
+    async def log_metrics(self, run_id: str, points: list[MetricPoint]) -> int:
+        return await self._run(self.store.runs.log_metrics, run_id, points)
+
+    async def update_run(
+        self,
+        run_id: str,
+        *,
+        status: str = "",
+        reason: str | None = None,
+        gates: list[GateResult] | None = None,
+        params: dict[str, str] | None = None,
+        tags: dict[str, str] | None = None,
+        metrics: dict[str, float] | None = None,
+    ) -> RunView:
+        return await self._run(self.store.runs.update, run_id, status=status, reason=reason, gates=gates,
+                               params=params, tags=tags, metrics=metrics)
+
+    async def put_run_file(self, run_id: str, name: str, data: bytes) -> dict[str, Any]:
+        return await self._run(self.store.runs.put_file, run_id, name, data)
+
+    async def read_run_file(self, run_id: str, name: str) -> tuple[dict[str, Any], bytes]:
+        return await self._run(self.store.runs.read_file, run_id, name)
+
+    async def compare_runs(self, run_ids: list[str]) -> dict[str, Any]:
+        return compare([await self.get_run(r) for r in run_ids])
+
     # -- reads -----------------------------------------------------------------------------------------
     async def get_version(self, model: str, version: str) -> VersionView:
         return await self._run(self.store.get_version, model, version)
@@ -109,10 +144,27 @@ class Registry:
         """A version's artifact bytes, verified against its sha256 (a mismatch raises, nothing is served)."""
         return await self._run(self.store.read_artifact, model, version)
 
+    async def reference(self, model: str, version: str) -> tuple[VersionView, bytes]:
+        """A version's reference distributions (JSON bytes), verified against their sha256."""
+        return await self._run(self.store.read_reference, model, version)
+
+    async def lineage(self, model: str, version: str) -> dict[str, Any]:
+        """version -> run -> dataset version -> feature definitions -> code commit."""
+        view = await self.get_version(model, version)
+        run = await self.get_run(view.run_id)
+        return {"model": model, "version": view.version, "artifact_sha256": view.artifact_sha256,
+                "reference_sha256": view.reference_sha256, **run.lineage(),
+                "python_version": run.env.get("python_version", ""), "seed": run.env.get("seed", 0),
+                "hardware": run.env.get("hardware", "")}
+
     async def card(self, model: str, version: str) -> dict[str, Any]:
         view = await self.get_version(model, version)
         run = await self.get_run(view.run_id) if view.run_id else None
-        card = build_card(view, run)
+        reference = None
+        if view.reference_sha256:
+            _, raw = await self.reference(model, version)
+            reference = json.loads(raw)
+        card = build_card(view, run, reference)
         return {**card, "markdown": render_markdown(card)}
 
     # -- lifecycle events ------------------------------------------------------------------------------

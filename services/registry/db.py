@@ -2,6 +2,8 @@
 
 Every stage transition is a row: who, when, why. The transitions table doubles as the outbox for
 ``models.lifecycle``: a row's id is the event's sequence number and ``published`` says whether it went out.
+:func:`upgrade_schema` adds the columns and indexes a database made by an older version lacks (additive
+changes only), so an existing ``registry.db`` keeps working.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from pathlib import Path
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    Column,
     DateTime,
     Float,
     ForeignKey,
@@ -23,6 +26,7 @@ from sqlalchemy import (
     UniqueConstraint,
     create_engine,
     event,
+    inspect,
     text,
 )
 from sqlalchemy.engine import Engine, make_url
@@ -70,17 +74,35 @@ class Run(Base):
     """A training run and the environment it ran in."""
 
     __tablename__ = "runs"
+    __table_args__ = (
+        # A caller that may retry creating a run sends a key; the second call finds the first run.
+        Index(
+            "uq_run_key",
+            "experiment_id",
+            "run_key",
+            unique=True,
+            sqlite_where=text("run_key != ''"),
+            postgresql_where=text("run_key != ''"),
+        ),
+    )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     experiment_id: Mapped[int] = mapped_column(ForeignKey("experiments.id"), index=True)
     status: Mapped[str] = mapped_column(String(20), default="finished")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     dataset_id: Mapped[str] = mapped_column(String(200), default="")
-    git_commit: Mapped[str] = mapped_column(String(64), default="")
+    git_commit: Mapped[str] = mapped_column(String(100), default="")
     git_dirty: Mapped[bool] = mapped_column(Boolean, default=False)
     python_version: Mapped[str] = mapped_column(String(100), default="")
     seed: Mapped[int] = mapped_column(BigInteger, default=0)
     hardware: Mapped[str] = mapped_column(String(300), default="")
+    definitions_hash: Mapped[str] = mapped_column(String(100), default="", server_default="")
+    diff_sha256: Mapped[str] = mapped_column(String(64), default="", server_default="")
+    pip_freeze: Mapped[str] = mapped_column(Text, default="", server_default="")
+    run_key: Mapped[str] = mapped_column(String(200), default="", server_default="")
+    reason: Mapped[str] = mapped_column(Text, default="", server_default="")
+    gates_json: Mapped[str] = mapped_column(Text, default="[]", server_default="[]")
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
     experiment: Mapped[Experiment] = relationship(back_populates="runs")
     params: Mapped[list[RunParam]] = relationship(cascade="all, delete-orphan", order_by="RunParam.key")
@@ -88,6 +110,7 @@ class Run(Base):
         cascade="all, delete-orphan", order_by="(RunMetric.key, RunMetric.step, RunMetric.id)"
     )
     tags: Mapped[list[RunTag]] = relationship(cascade="all, delete-orphan", order_by="RunTag.key")
+    artifacts: Mapped[list[RunArtifact]] = relationship(cascade="all, delete-orphan", order_by="RunArtifact.name")
 
 
 class RunParam(Base):
@@ -119,6 +142,18 @@ class RunTag(Base):
     value: Mapped[str] = mapped_column(Text)
 
 
+class RunArtifact(Base):
+    """A named file of a run (for example the ONNX export), stored content-addressed like model artifacts."""
+
+    __tablename__ = "run_artifacts"
+
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id"), primary_key=True)
+    name: Mapped[str] = mapped_column(String(250), primary_key=True)
+    sha256: Mapped[str] = mapped_column(String(64))
+    size: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
 class RegisteredModel(Base):
     __tablename__ = "models"
 
@@ -140,6 +175,15 @@ class ModelVersionRow(Base):
             sqlite_where=text("stage = 'production'"),
             postgresql_where=text("stage = 'production'"),
         ),
+        # A repeated registration key names the version the first registration made.
+        Index(
+            "uq_version_idempotency_key",
+            "model_id",
+            "idempotency_key",
+            unique=True,
+            sqlite_where=text("idempotency_key != ''"),
+            postgresql_where=text("idempotency_key != ''"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -151,6 +195,8 @@ class ModelVersionRow(Base):
     artifact_format: Mapped[str] = mapped_column(String(50))
     artifact_size: Mapped[int] = mapped_column(Integer)
     signature_json: Mapped[str] = mapped_column(Text)
+    reference_sha256: Mapped[str] = mapped_column(String(64), default="", server_default="")
+    idempotency_key: Mapped[str] = mapped_column(String(200), default="", server_default="")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     stage_updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
@@ -204,3 +250,39 @@ def make_engine(url: str) -> Engine:
 
         return engine
     return create_engine(url, pool_pre_ping=True)
+
+
+def upgrade_schema(engine: Engine) -> list[str]:
+    """Create what is missing: tables, then columns of existing tables, then indexes. Returns what it added.
+
+    Only additive changes are made; every new column has a server default, so old rows read as empty.
+    """
+    added: list[str] = []
+    existing = set(inspect(engine).get_table_names())
+    Base.metadata.create_all(engine)
+    added += [f"table {t}" for t in Base.metadata.tables if t not in existing]
+    insp = inspect(engine)
+    with engine.begin() as conn:
+        for name, table in Base.metadata.tables.items():
+            if name not in existing:
+                continue
+            have = {c["name"] for c in insp.get_columns(name)}
+            for column in table.columns:
+                if column.name not in have:
+                    conn.execute(text(f"ALTER TABLE {name} ADD COLUMN {_column_ddl(column, engine)}"))
+                    added.append(f"column {name}.{column.name}")
+    for table in Base.metadata.tables.values():
+        for index in table.indexes:
+            index.create(engine, checkfirst=True)
+    return added
+
+
+def _column_ddl(column: Column, engine: Engine) -> str:  # type: ignore[type-arg]
+    ddl = f"{column.name} {column.type.compile(dialect=engine.dialect)}"
+    default = column.server_default
+    if default is not None:
+        arg = getattr(default, "arg", "")
+        ddl += f" DEFAULT '{arg}'" if isinstance(arg, str) else ""
+    elif column.nullable:
+        ddl += " NULL"
+    return ddl

@@ -1,44 +1,34 @@
-"""The registry's logic over its database and artifact store, synchronous (callers run it off the event loop).
+"""The registry's model versions and stages over its database and artifact store, synchronous (callers run
+it off the event loop). Runs and experiments live in :mod:`services.registry.runs`, on the same database.
 
-Writes are serialised by a lock within the process; the database's unique indexes (one version number
-per model, one production version per model) keep several processes honest as well.
+A version cannot exist without its run, and the run must name its dataset version, code version and
+Python (lineage by construction); a run that failed (a gate) makes no version.
 """
 
 from __future__ import annotations
 
 import json
-import re
-import threading
-import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from datetime import UTC, datetime
-from typing import Any, TypeVar
+from datetime import datetime
+from typing import Any
 
 from sqlalchemy import func, select
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, selectinload, sessionmaker
+from sqlalchemy.orm import Session, selectinload
 
-from mlops.errors import InvalidArgument, NotFound
+from mlops.errors import Conflict, InvalidArgument, NotFound
 from services.registry import stages as st
 from services.registry.artifacts import ArtifactStore
 from services.registry.db import (
-    Base,
-    Experiment,
     ModelVersionRow,
     RegisteredModel,
     Run,
-    RunMetric,
-    RunParam,
-    RunTag,
     StageTransition,
-    make_engine,
     utcnow,
 )
+from services.registry.runs import FAILED, FINISHED, RunStore, check_name
+from services.registry.session import Database
 from services.registry.views import (
     ExperimentView,
     LifecycleEvent,
-    MetricPoint,
     ModelSummary,
     RegisterInput,
     RunView,
@@ -47,46 +37,9 @@ from services.registry.views import (
     VersionView,
 )
 
-NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 FORMATS = ("torchscript",)
-#: Until RunInfo carries a metric history, a run may send one as JSON in this tag:
-#: ``[{"key", "value", "step", "time"?: epoch seconds}]``. It is stored as history, not as a tag.
-HISTORY_TAG = "mlops.metric_history"
-#: A caller that may retry a registration sends a key here; a second registration with the same key
-#: returns the version the first one made instead of adding another.
-IDEMPOTENCY_TAG = "mlops.idempotency_key"
-
-T = TypeVar("T")
-
-
-def check_name(value: str, field: str) -> str:
-    value = (value or "").strip()
-    if not NAME.match(value):
-        raise InvalidArgument(
-            f"{field} must be 1-128 characters of letters, digits, '.', '_' or '-', starting with a letter or digit",
-            field=field,
-        )
-    return value
-
-
-def parse_history(raw: str) -> list[MetricPoint]:
-    """The metric history a run sent in :data:`HISTORY_TAG`."""
-    try:
-        items = json.loads(raw)
-        points = []
-        for item in items:
-            t = item.get("time")
-            points.append(
-                MetricPoint(
-                    key=str(item["key"]),
-                    value=float(item["value"]),
-                    step=int(item.get("step", 0)),
-                    time=datetime.fromtimestamp(float(t), UTC) if t is not None else None,
-                )
-            )
-        return points
-    except (ValueError, TypeError, KeyError, AttributeError) as exc:
-        raise InvalidArgument(f"{HISTORY_TAG} is not a valid metric history: {exc}", field="run.tags") from exc
+#: Largest reference-distributions document accepted (the trainer's are a few hundred KB at most).
+MAX_REFERENCE_BYTES = 32 * 1024 * 1024
 
 
 def _signature(row: ModelVersionRow) -> Signature:
@@ -117,6 +70,7 @@ def _version_view(row: ModelVersionRow, *, transitions: bool = False) -> Version
         stage_updated_at=row.stage_updated_at,
         dataset_id=row.run.dataset_id if row.run else "",
         transitions=[_transition(t) for t in row.transitions] if transitions else [],
+        reference_sha256=row.reference_sha256 or "",
     )
 
 
@@ -127,39 +81,38 @@ def _version_number(version: str) -> int:
     return int(text)
 
 
+def check_reference(data: bytes) -> None:
+    """The reference distributions must be a JSON object with ``rows`` and per-feature ``features``."""
+    if len(data) > MAX_REFERENCE_BYTES:
+        raise InvalidArgument(f"reference is over {MAX_REFERENCE_BYTES} bytes", field="reference")
+    try:
+        doc = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidArgument(f"reference is not JSON: {exc}", field="reference") from exc
+    if not isinstance(doc, dict) or not isinstance(doc.get("features"), dict) or "rows" not in doc:
+        raise InvalidArgument('reference must be a JSON object with "rows" and "features"', field="reference")
+    for name, dist in doc["features"].items():
+        if not isinstance(dist, dict) or dist.get("kind") not in ("numeric", "categorical"):
+            raise InvalidArgument(f"reference feature {name!r} needs kind numeric or categorical", field="reference")
+
+
 class RegistryStore:
-    """Experiments, runs, model versions, stage transitions and artifacts."""
+    """Model versions, stage transitions and artifacts; ``runs`` holds experiments and runs."""
 
     def __init__(self, url: str, artifacts: ArtifactStore) -> None:
-        self.engine = make_engine(url)
-        Base.metadata.create_all(self.engine)
-        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self.db = Database(url)
+        self.engine = self.db.engine
         self.artifacts = artifacts
-        self._write_lock = threading.Lock()
+        self.runs = RunStore(self.db, artifacts)
 
     def close(self) -> None:
-        self.engine.dispose()
+        self.db.close()
 
     def ping(self) -> bool:
-        with self.engine.connect() as conn:
-            conn.execute(select(1))
-        return True
+        return self.db.ping()
 
-    @contextmanager
-    def _session(self) -> Iterator[Session]:
-        with self._sessions() as session, session.begin():
-            yield session
-
-    def _write(self, fn: Callable[[Session], T], attempts: int = 3) -> T:
-        """Run ``fn`` in a transaction under the write lock, retrying a lost race on a unique index."""
-        for attempt in range(attempts):
-            try:
-                with self._write_lock, self._session() as session:
-                    return fn(session)
-            except IntegrityError:
-                if attempt == attempts - 1:
-                    raise
-        raise AssertionError("unreachable")
+    def _session(self):  # type: ignore[no-untyped-def]
+        return self.db.session()
 
     # -- lookups ------------------------------------------------------------------------------------------
     @staticmethod
@@ -187,8 +140,19 @@ class RegistryStore:
         return {v.number: v.stage for v in model.versions}
 
     # -- registration -------------------------------------------------------------------------------------
+    def _checked_signature(self, req: RegisterInput) -> dict[str, Any]:
+        features = [f.strip() for f in req.signature.features]
+        if not features or any(not f for f in features) or len(set(features)) != len(features):
+            raise InvalidArgument("signature.features must be distinct, non-empty names", field="signature.features")
+        return {
+            "features": features,
+            "input_name": req.signature.input_name or "input",
+            "output_name": req.signature.output_name or "output",
+            "classes": list(req.signature.classes),
+        }
+
     def register(self, req: RegisterInput) -> VersionView:
-        """Store the artifact, record the run, and add the model's next version in the requested stage."""
+        """Store the artifact (and reference), bind the version to its run, and add it in the requested stage."""
         name = check_name(req.model, "model")
         stage = st.normalize_stage(req.stage, default=st.CANDIDATE)
         if not req.artifact:
@@ -199,40 +163,24 @@ class RegistryStore:
                 f"unsupported artifact_format {req.artifact_format!r}; expected one of {', '.join(FORMATS)}",
                 field="artifact_format",
             )
-        features = [f.strip() for f in req.signature.features]
-        if not features or any(not f for f in features) or len(set(features)) != len(features):
-            raise InvalidArgument("signature.features must be distinct, non-empty names", field="signature.features")
-        signature = {
-            "features": features,
-            "input_name": req.signature.input_name or "input",
-            "output_name": req.signature.output_name or "output",
-            "classes": list(req.signature.classes),
-        }
+        signature = self._checked_signature(req)
+        if req.reference:
+            check_reference(req.reference)
         experiment_name = check_name(req.run.experiment or name, "run.experiment")
-        tags = dict(req.run.tags)
-        history = list(req.run.history)
-        if HISTORY_TAG in tags:
-            history += parse_history(tags.pop(HISTORY_TAG))
         sha = self.artifacts.put(req.artifact)
+        reference_sha = self.artifacts.put(req.reference) if req.reference else ""
 
         def apply(session: Session) -> VersionView:
             now = utcnow()
-            key = tags.get(IDEMPOTENCY_TAG)
-            if key:
+            if req.idempotency_key:
                 earlier = session.scalar(
                     select(ModelVersionRow)
                     .join(RegisteredModel)
-                    .join(RunTag, RunTag.run_id == ModelVersionRow.run_id)
-                    .where(RegisteredModel.name == name, RunTag.key == IDEMPOTENCY_TAG, RunTag.value == key)
+                    .where(RegisteredModel.name == name, ModelVersionRow.idempotency_key == req.idempotency_key)
                 )
                 if earlier is not None:
                     return _version_view(earlier, transitions=True)
-            experiment = session.scalar(select(Experiment).where(Experiment.name == experiment_name))
-            if experiment is None:
-                experiment = Experiment(name=experiment_name, created_at=now)
-                session.add(experiment)
-                session.flush()
-            run = self._new_run(session, experiment, req, tags, history, now)
+            run = self._run_for(session, req, experiment_name, now)
             model = session.scalar(select(RegisteredModel).where(RegisteredModel.name == name))
             if model is None:
                 model = RegisteredModel(name=name, created_at=now)
@@ -255,6 +203,8 @@ class RegistryStore:
                 artifact_format=fmt,
                 artifact_size=len(req.artifact),
                 signature_json=json.dumps(signature),
+                reference_sha256=reference_sha,
+                idempotency_key=req.idempotency_key or "",
                 created_at=now,
                 stage_updated_at=now,
             )
@@ -274,43 +224,24 @@ class RegistryStore:
             session.refresh(row)
             return _version_view(row, transitions=True)
 
-        return self._write(apply)
+        return self.db.write(apply)
 
-    @staticmethod
-    def _new_run(
-        session: Session,
-        experiment: Experiment,
-        req: RegisterInput,
-        tags: dict[str, str],
-        history: list[MetricPoint],
-        now: datetime,
-    ) -> Run:
-        r = req.run
-        run = Run(
-            id=uuid.uuid4().hex,
-            experiment=experiment,
-            created_at=now,
-            dataset_id=r.dataset_id,
-            git_commit=r.git_commit,
-            git_dirty=r.git_dirty,
-            python_version=r.python_version,
-            seed=int(r.seed),
-            hardware=r.hardware,
-        )
-        run.params = [RunParam(key=k, value=str(v)) for k, v in sorted(r.params.items())]
-        run.tags = [RunTag(key=k, value=str(v)) for k, v in sorted(tags.items())]
-        points = [RunMetric(key=p.key, value=p.value, step=p.step, time=p.time or now) for p in history]
-        last: dict[str, RunMetric] = {}
-        for p in points:
-            if p.key not in last or p.step >= last[p.key].step:
-                last[p.key] = p
-        for key, value in sorted(r.metrics.items()):
-            prior = last.get(key)
-            if prior is not None and prior.value == float(value):
-                continue
-            points.append(RunMetric(key=key, value=float(value), step=prior.step + 1 if prior else 0, time=now))
-        run.metrics = points
-        session.add(run)
+    def _run_for(self, session: Session, req: RegisterInput, experiment: str, now: datetime) -> Run:
+        """The run a registration binds to: the one it names (now finished), or a new finished one."""
+        if req.run_id:
+            run = session.get(Run, req.run_id)
+            if run is None:
+                raise NotFound(f"no run {req.run_id!r} to register a version from", field="run_id")
+            if run.status == FAILED:
+                raise Conflict(f"run {run.id} failed ({run.reason or 'no reason given'}); it makes no version",
+                               field="run_id")
+            self.runs.merge(run, req.run)
+            self.runs.add_final_metrics(run, req.run.metrics, now)
+            run.status, run.finished_at = FINISHED, now
+        else:
+            run = self.runs.new_run(session, req.run, experiment, now, FINISHED)
+            run.finished_at = now
+        self.runs.check_lineage(run)
         session.flush()
         return run
 
@@ -360,7 +291,7 @@ class RegistryStore:
             session.refresh(row)
             return _version_view(row, transitions=True)
 
-        return self._write(apply)
+        return self.db.write(apply)
 
     def rollback(self, model: str, *, reason: str = "", actor: str = "") -> VersionView:
         """Put back in production the version that held it before the current one."""
@@ -384,7 +315,7 @@ class RegistryStore:
             session.refresh(row)
             return _version_view(row, transitions=True)
 
-        return self._write(apply)
+        return self.db.write(apply)
 
     # -- reads --------------------------------------------------------------------------------------------
     def get_version(self, model: str, version: str) -> VersionView:
@@ -436,72 +367,25 @@ class RegistryStore:
             return self._summary(self._model(session, name))
 
     def list_experiments(self) -> list[ExperimentView]:
-        with self._session() as session:
-            out = []
-            for e in session.scalars(select(Experiment).order_by(Experiment.name)):
-                latest = session.scalar(
-                    select(Run.id).where(Run.experiment_id == e.id).order_by(Run.created_at.desc()).limit(1)
-                )
-                count = session.scalar(select(func.count()).select_from(Run).where(Run.experiment_id == e.id))
-                out.append(ExperimentView(e.id, e.name, e.created_at, int(count or 0), latest or ""))
-            return out
+        return self.runs.list_experiments()
 
     def list_runs(self, experiment: str) -> list[RunView]:
-        with self._session() as session:
-            e = session.scalar(select(Experiment).where(Experiment.name == experiment))
-            if e is None:
-                raise NotFound(f"no experiment {experiment!r}", field="experiment")
-            ids = session.scalars(select(Run.id).where(Run.experiment_id == e.id).order_by(Run.created_at)).all()
-        return [self.get_run(i) for i in ids]
+        return self.runs.list(experiment)
 
     def get_run(self, run_id: str) -> RunView:
-        with self._session() as session:
-            run = session.get(Run, run_id)
-            if run is None:
-                raise NotFound(f"no run {run_id!r}", field="run_id")
-            history = [MetricPoint(m.key, m.value, m.step, m.time) for m in run.metrics]
-            latest: dict[str, MetricPoint] = {}
-            for p in history:
-                if p.key not in latest or p.step >= latest[p.key].step:
-                    latest[p.key] = p
-            versions = session.scalars(
-                select(ModelVersionRow).where(ModelVersionRow.run_id == run.id).order_by(ModelVersionRow.id)
-            ).all()
-            env: dict[str, Any] = {
-                "dataset_id": run.dataset_id,
-                "git_commit": run.git_commit,
-                "git_dirty": run.git_dirty,
-                "python_version": run.python_version,
-                "seed": run.seed,
-                "hardware": run.hardware,
-            }
-            return RunView(
-                id=run.id,
-                experiment=run.experiment.name,
-                status=run.status,
-                created_at=run.created_at,
-                params={p.key: p.value for p in run.params},
-                metrics={k: p.value for k, p in sorted(latest.items())},
-                history=history,
-                tags={t.key: t.value for t in run.tags},
-                env=env,
-                artifacts=[
-                    {
-                        "model": v.model.name,
-                        "version": str(v.number),
-                        "sha256": v.artifact_sha256,
-                        "format": v.artifact_format,
-                        "size": v.artifact_size,
-                        "stage": v.stage,
-                    }
-                    for v in versions
-                ],
-            )
+        return self.runs.get(run_id)
 
     def read_artifact(self, model: str, version: str) -> tuple[VersionView, bytes]:
         """A version and its artifact's bytes, verified against the recorded sha256."""
         view = self.get_version(model, version)
         return view, self.artifacts.get(view.artifact_sha256)
+
+    def read_reference(self, model: str, version: str) -> tuple[VersionView, bytes]:
+        """A version and its reference distributions (JSON bytes), verified against the recorded sha256."""
+        view = self.get_version(model, version)
+        if not view.reference_sha256:
+            raise NotFound(f"{model} version {version} has no reference distributions", field="version")
+        return view, self.artifacts.get(view.reference_sha256)
 
     # -- the lifecycle outbox -----------------------------------------------------------------------------
     def pending_events(self, limit: int = 500) -> list[LifecycleEvent]:

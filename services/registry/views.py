@@ -32,7 +32,7 @@ class MetricPoint:
 
 @dataclass(slots=True)
 class RunInput:
-    """What a caller says about the run that produced a version."""
+    """What a caller says about a run: at its start (``POST /v1/runs``) or with a registration."""
 
     experiment: str = ""
     params: dict[str, str] = field(default_factory=dict)
@@ -40,11 +40,16 @@ class RunInput:
     tags: dict[str, str] = field(default_factory=dict)
     history: list[MetricPoint] = field(default_factory=list)
     dataset_id: str = ""
+    definitions_hash: str = ""
     git_commit: str = ""
     git_dirty: bool = False
+    diff_sha256: str = ""
     python_version: str = ""
+    pip_freeze: str = ""
     seed: int = 0
     hardware: str = ""
+    key: str = ""  # idempotency key of the run within its experiment
+    status: str = ""
 
 
 @dataclass(slots=True)
@@ -57,6 +62,33 @@ class RegisterInput:
     stage: str = ""
     reason: str = ""
     actor: str = ""
+    reference: bytes = b""  # JSON reference distributions of the training data
+    idempotency_key: str = ""
+    run_id: str = ""  # bind the version to this existing run instead of recording a new one
+
+
+@dataclass(slots=True)
+class GateResult:
+    """One evaluation gate's outcome as the trainer reports it."""
+
+    name: str
+    passed: bool
+    reason: str = ""
+    skipped: bool = False
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> GateResult:
+        return cls(
+            name=str(d.get("name", "")),
+            passed=bool(d.get("passed", False)),
+            reason=str(d.get("reason", "")),
+            skipped=bool(d.get("skipped", False)),
+            details=dict(d.get("details") or {}),
+        )
 
 
 @dataclass(slots=True)
@@ -89,6 +121,7 @@ class VersionView:
     stage_updated_at: datetime
     dataset_id: str = ""
     transitions: list[Transition] = field(default_factory=list)
+    reference_sha256: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -103,6 +136,7 @@ class VersionView:
             "created_at": iso(self.created_at),
             "stage_updated_at": iso(self.stage_updated_at),
             "dataset_id": self.dataset_id,
+            "reference_sha256": self.reference_sha256,
             "transitions": [t.to_dict() for t in self.transitions],
         }
 
@@ -117,27 +151,49 @@ class RunView:
     metrics: dict[str, float]
     history: list[MetricPoint]
     tags: dict[str, str]
-    env: dict[str, Any]
-    artifacts: list[dict[str, Any]]
+    env: dict[str, Any]  # what was captured: dataset, code, Python, packages, seed, hardware
+    artifacts: list[dict[str, Any]]  # model versions made from this run
+    files: list[dict[str, Any]] = field(default_factory=list)  # the run's own named artifacts
+    gates: list[GateResult] = field(default_factory=list)
+    reason: str = ""
+    finished_at: datetime | None = None
+    key: str = ""
 
-    def to_dict(self) -> dict[str, Any]:
+    def lineage(self) -> dict[str, Any]:
+        """run -> dataset version -> feature definitions -> code, and the versions made from the run."""
+        return {
+            "run_id": self.id,
+            "dataset_id": self.env.get("dataset_id", ""),
+            "definitions_hash": self.env.get("definitions_hash", ""),
+            "stream": self.params.get("stream", ""),
+            "features": [f for f in self.params.get("features", "").split(",") if f],
+            "label": self.params.get("label", ""),
+            "git_commit": self.env.get("git_commit", ""),
+            "git_dirty": self.env.get("git_dirty", False),
+            "diff_sha256": self.env.get("diff_sha256", ""),
+            "model_versions": [f"{a['model']}/{a['version']}" for a in self.artifacts],
+        }
+
+    def to_dict(self, *, pip_freeze: bool = True) -> dict[str, Any]:
+        env = dict(self.env)
+        if not pip_freeze:
+            env["pip_freeze"] = f"{len(env.get('pip_freeze', '').splitlines())} packages (see GET /v1/runs/{self.id})"
         return {
             "id": self.id,
             "experiment": self.experiment,
             "status": self.status,
+            "reason": self.reason,
             "created_at": iso(self.created_at),
+            "finished_at": iso(self.finished_at),
             "params": self.params,
             "metrics": self.metrics,
             "metric_history": [p.to_dict() for p in self.history],
             "tags": self.tags,
-            "env": self.env,
+            "env": env,
+            "gates": [g.to_dict() for g in self.gates],
             "artifacts": self.artifacts,
-            "lineage": {
-                "dataset_id": self.env.get("dataset_id", ""),
-                "git_commit": self.env.get("git_commit", ""),
-                "git_dirty": self.env.get("git_dirty", False),
-                "model_versions": [f"{a['model']}/{a['version']}" for a in self.artifacts],
-            },
+            "files": self.files,
+            "lineage": self.lineage(),
         }
 
 

@@ -7,7 +7,7 @@ from mlops.service import Service, run_main
 from mlops.settings import PlatformSettings, peer_address, service_settings
 from mlops.v1 import trainer_pb2_grpc
 from services.trainer import consumers, grpc_api, http
-from services.trainer.clients import FeatureClient, RegistryClient
+from services.trainer.clients import FeatureClient, RegistryClient, RunTracker
 from services.trainer.core import Trainer
 from services.trainer.jobs import JobStore
 from services.trainer.settings import TrainerSettings
@@ -20,7 +20,8 @@ async def main() -> None:
     t = trainer_settings
     features = FeatureClient(peer_address("feature"), t.rpc_timeout_s, t.rpc_attempts)
     registry = RegistryClient(peer_address("registry"), t.rpc_timeout_s, t.rpc_attempts)
-    trainer = Trainer(JobStore(service.redis), features, registry, trainer_settings)
+    tracker = RunTracker(f"http://{peer_address('registry', 'http')}", t.rpc_timeout_s, t.rpc_attempts)
+    trainer = Trainer(JobStore(service.redis), features, registry, tracker, trainer_settings)
     service.add_http(http.router(trainer))
     service.add_grpc(
         lambda server: trainer_pb2_grpc.add_TrainerServiceServicer_to_server(grpc_api.Servicer(trainer), server)
@@ -30,6 +31,7 @@ async def main() -> None:
     service.on_stop(trainer.stop)
     service.on_stop(features.close)
     service.on_stop(registry.close)
+    service.on_stop(tracker.close)
     await service.run()
 
 

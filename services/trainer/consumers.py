@@ -1,4 +1,8 @@
-"""Kafka adapter: ``training.requests`` -> one training job per request (idempotent by request and event id)."""
+"""Kafka adapter: ``training.requests`` -> one training job per request (idempotent by request and event id).
+
+A request with empty stream/features/label (the drift service's retraining policy sends those) trains
+"as the current production version was trained"; ``recent_rows`` limits the dataset to the newest rows.
+"""
 
 from __future__ import annotations
 
@@ -22,8 +26,10 @@ def on_training_request(trainer: Trainer) -> Callable[[Envelope], Awaitable[None
             features=list(req.features),
             label=req.label,
             stage=req.stage or "candidate",
-            seed=trainer.settings.default_seed,
+            epochs=req.epochs,
+            seed=req.seed or trainer.settings.default_seed,
             reason=req.reason,
+            recent_rows=req.recent_rows,
         )
         # A bad request raises InvalidArgument, which the consumer sends to the dead-letter topic.
         job = await trainer.submit(spec, request_id=req.request_id or env.event_id, event_id=env.event_id)

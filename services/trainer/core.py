@@ -1,85 +1,85 @@
 """The trainer's logic: accept jobs (idempotently), run them one after another, record their state.
 
-A job builds a point-in-time dataset in the feature service, reads its Parquet bytes, trains in a worker
-thread (the event loop keeps serving), and registers the TorchScript artifact with its run in the registry.
-Jobs left queued or running by a stopped process are picked up again at start; the registration carries
-the job id as an idempotency key, so a job that is run twice still makes one model version.
+A job resolves its plan (filling an empty stream/features/label from the production version's lineage),
+builds a point-in-time dataset in the feature service, starts a run in the registry with everything it
+captured (code version and diff hash, Python, packages, dataset, seed, hardware), trains in a worker thread
+(or data-parallel under torchrun) while every epoch's metrics go to the run, then puts the model through
+the gates. A model that fails a gate leaves its run failed with the reason and no version; one that
+passes is registered (TorchScript, signature, reference distributions) in the requested stage.
+
+Jobs left queued or running by a stopped process are picked up again at start; the run and the
+registration carry the job id as idempotency keys, so a job that is run twice still makes one version.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
+import contextlib
 import logging
-import threading
+import tempfile
 import time
-from concurrent.futures import Future
-from typing import Protocol
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
 
 from mlops.errors import NotFound
 from mlops.v1 import feature_pb2, registry_pb2
-from services.trainer import envinfo
+from services.trainer import distributed, envinfo, gates, reference
 from services.trainer.clients import PeerError
-from services.trainer.dataset import DatasetError, from_parquet
+from services.trainer.dataset import DatasetError, TrainingData, from_parquet
 from services.trainer.jobs import FAILED, QUEUED, RUNNING, SUCCEEDED, UNFINISHED, Job, JobSpec, JobStore, validate_spec
+from services.trainer.plan import Plan, PlanError, make_plan
+from services.trainer.progress import BUILT, GATED, READ, TRAINED, EpochSink, JobCancelled
 from services.trainer.settings import TrainerSettings
-from services.trainer.training import TrainConfig, TrainResult, train
+from services.trainer.training import TrainConfig, TrainResult, World, describe_hardware, pick_device, train
 
 log = logging.getLogger(__name__)
 
-# Run tags the registry understands (see services/registry/store.py); they belong in a shared module.
-HISTORY_TAG = "mlops.metric_history"
-IDEMPOTENCY_TAG = "mlops.idempotency_key"
-
-# Where each phase ends on the job's 0..1 progress scale.
-BUILT, READ, TRAINED = 0.05, 0.1, 0.9
+#: Run tag that binds a registration to the run started over REST (the registry takes it out of the tags):
+#: RegisterModelVersionRequest has no run id field yet. The registry defines the same name.
+RUN_ID_TAG = "mlops.run_id"
 
 
 class Features(Protocol):
-    async def build_dataset(self, stream: str, features: list[str], label: str) -> feature_pb2.DatasetVersion: ...
+    async def build_dataset(
+        self, stream: str, features: list[str], label: str, last_n: int = 0
+    ) -> feature_pb2.DatasetVersion: ...
+    async def get_dataset(self, dataset_id: str) -> feature_pb2.DatasetVersion: ...
     async def read_dataset(self, dataset_id: str) -> bytes: ...
 
 
 class Registrar(Protocol):
     async def register(self, request: registry_pb2.RegisterModelVersionRequest) -> registry_pb2.ModelVersion: ...
+    async def resolve_alias(self, model: str, alias: str) -> registry_pb2.ModelVersion | None: ...
+    async def artifact(self, version: registry_pb2.ModelVersion) -> bytes: ...
 
 
-class JobCancelled(Exception):
-    """The service is stopping; the job is picked up again at the next start."""
+class Tracker(Protocol):
+    async def start(self, run: dict[str, Any]) -> dict[str, Any]: ...
+    async def log_metrics(self, run_id: str, points: list[dict[str, float]]) -> None: ...
+    async def update(self, run_id: str, **fields: Any) -> dict[str, Any]: ...
+    async def get(self, run_id: str) -> dict[str, Any]: ...
+    async def put_file(self, run_id: str, name: str, data: bytes) -> dict[str, Any]: ...
 
 
-def _log_failure(fut: Future[None]) -> None:
-    if not fut.cancelled() and fut.exception() is not None:
-        log.warning("progress update failed: %r", fut.exception())
-
-
-class _Progress:
-    """Called by the training thread after each epoch; forwards (throttled) to Redis on the loop."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, jobs: JobStore, job_id: str) -> None:
-        self._loop, self._jobs, self._job_id = loop, jobs, job_id
-        self._last = 0.0
-        self.cancelled = threading.Event()
-
-    def __call__(self, fraction: float) -> None:
-        if self.cancelled.is_set():
-            raise JobCancelled
-        now = time.monotonic()
-        if fraction < 1.0 and now - self._last < 0.25:
-            return
-        self._last = now
-        value = READ + (TRAINED - READ) * fraction
-        fut: Future[None] = asyncio.run_coroutine_threadsafe(self._jobs.progress(self._job_id, value), self._loop)
-        fut.add_done_callback(_log_failure)
+class GateFailed(Exception):
+    """The model did not pass a gate: the run is failed with the reason and nothing is registered."""
 
 
 class Trainer:
     def __init__(
-        self, jobs: JobStore, features: Features, registry: Registrar, settings: TrainerSettings | None = None
+        self,
+        jobs: JobStore,
+        features: Features,
+        registry: Registrar,
+        tracker: Tracker,
+        settings: TrainerSettings | None = None,
     ) -> None:
         self.jobs = jobs
         self._features = features
         self._registry = registry
+        self._tracker = tracker
         self.settings = settings or TrainerSettings()
         self._queue: asyncio.Queue[str] = asyncio.Queue()
         self._queued: set[str] = set()
@@ -87,7 +87,9 @@ class Trainer:
 
     # -- accepting work -------------------------------------------------------------------------------
     def checked(self, spec: JobSpec) -> JobSpec:
-        return validate_spec(spec, default_epochs=self.settings.default_epochs, max_epochs=self.settings.max_epochs)
+        s = self.settings
+        return validate_spec(spec, default_epochs=s.default_epochs, max_epochs=s.max_epochs,
+                             max_processes=s.max_processes)
 
     async def submit(self, spec: JobSpec, *, request_id: str = "", event_id: str = "") -> Job:
         """Queue a job for ``spec``; a request id (or event id) seen before returns that request's job."""
@@ -142,100 +144,175 @@ class Trainer:
         job = await self.jobs.get(job_id)
         if job is None or job.state not in UNFINISHED:
             return job
-        spec = job.spec
         await self.jobs.update(job_id, state=RUNNING, progress=0.0, error="", started_at=time.time())
-        progress = _Progress(asyncio.get_running_loop(), self.jobs, job_id)
+        run_id = ""
+        sink: EpochSink | None = None
         try:
-            dataset = await self._features.build_dataset(spec.stream, spec.features, spec.label)
-            await self.jobs.update(job_id, dataset_id=dataset.id)
+            plan = await make_plan(job.spec, self._registry, self._features, self._tracker,
+                                   default_max_gap=self.settings.fairness_max_gap,
+                                   default_processes=self.settings.processes)
+            dataset = await self._features.build_dataset(plan.stream, plan.dataset_features, plan.label,
+                                                         plan.recent_rows)
+            await self.jobs.update(job_id, dataset_id=dataset.id, inherited_from=plan.inherited_from)
             await self.jobs.progress(job_id, BUILT)
-            data = await self._features.read_dataset(dataset.id)
+            raw = await self._features.read_dataset(dataset.id)
             await self.jobs.progress(job_id, READ)
-            result = await asyncio.to_thread(self._fit, data, spec, progress)
-            code = await asyncio.to_thread(envinfo.code_version)
-            version = await self._registry.register(self._registration(job, dataset.id, result, code))
-            await self.jobs.update(
-                job_id,
-                state=SUCCEEDED,
-                progress=1.0,
-                run_id=version.run_id,
-                version=version.version,
-                metrics=result.metrics,
-                error="",
-                finished_at=time.time(),
-            )
-            log.info(
-                "job %s: registered %s version %s (accuracy %.3f)",
-                job_id,
-                version.model,
-                version.version,
-                result.metrics["accuracy"],
-            )
-        except asyncio.CancelledError:
-            progress.cancelled.set()
+            record = await self._run_record(job, plan, dataset)
+            run = await self._tracker.start(record)
+            run_id = run["id"]
+            await self.jobs.update(job_id, run_id=run_id)
+            sink = EpochSink(asyncio.get_running_loop(), self.jobs, job_id, self._tracker, run_id,
+                             flush_s=self.settings.metrics_flush_s, log_metrics=run.get("status") == "running")
+            data, result = await self._train(raw, plan, job.spec, sink)
+            await sink.flush()
+            await self.jobs.progress(job_id, TRAINED)
+            results = await self._gates(plan, data, result)
+            await self.jobs.update(job_id, gates=[g.to_dict() for g in results], metrics=result.metrics)
+            await self._tracker.update(run_id, metrics=result.metrics, gates=[g.to_dict() for g in results],
+                                       tags={"mlops.duration_s": f"{result.duration_s:.3f}", "device": result.device,
+                                             "onnx": result.onnx_note or "exported"})
+            await self.jobs.progress(job_id, GATED)
+            refused = gates.failed(results)
+            if refused:
+                raise GateFailed("; ".join(f"gate {g.name} failed: {g.reason}" for g in refused))
+            version = await self._register(job, plan, record, result, data, run_id)
+            await self.jobs.update(job_id, state=SUCCEEDED, progress=1.0, version=version.version, error="",
+                                   finished_at=time.time())
+            log.info("job %s: registered %s version %s in %s (accuracy %.3f)", job_id, version.model,
+                     version.version, version.stage, result.metrics["accuracy"])
+        except (asyncio.CancelledError, JobCancelled):
+            if sink is not None:
+                sink.cancelled.set()
             raise
-        except (DatasetError, PeerError) as exc:
-            await self._fail(job_id, str(exc))
+        except (GateFailed, DatasetError, PeerError, PlanError, distributed.DistributedError) as exc:
+            await self._fail(job_id, run_id, str(exc))
         except Exception as exc:
             log.exception("training job %s failed", job_id)
-            await self._fail(job_id, f"internal error: {exc!r}")
+            await self._fail(job_id, run_id, f"internal error: {exc!r}")
         return await self.jobs.get(job_id)
 
-    async def _fail(self, job_id: str, message: str) -> None:
+    async def _fail(self, job_id: str, run_id: str, message: str) -> None:
         log.warning("training job %s failed: %s", job_id, message)
+        if run_id:
+            try:
+                await self._tracker.update(run_id, status="failed", reason=message)
+            except PeerError as exc:  # the job's own record still says why
+                log.warning("could not mark run %s failed: %s", run_id, exc)
         await self.jobs.update(job_id, state=FAILED, error=message, finished_at=time.time())
 
-    def _fit(self, data: bytes, spec: JobSpec, progress: _Progress) -> TrainResult:
-        s = self.settings
-        table = from_parquet(data, spec.features, spec.label, s.max_classes)
-        config = TrainConfig(
-            epochs=spec.epochs,
-            seed=spec.seed,
-            hidden=s.hidden,
-            learning_rate=s.learning_rate,
-            batch_size=s.batch_size,
-            holdout_fraction=s.holdout_fraction,
-        )
-        return train(table, config, progress)
-
-    def _registration(
-        self, job: Job, dataset_id: str, result: TrainResult, code: envinfo.CodeVersion
-    ) -> registry_pb2.RegisterModelVersionRequest:
-        spec = job.spec
+    # -- the steps --------------------------------------------------------------------------------------
+    async def _run_record(self, job: Job, plan: Plan, dataset: feature_pb2.DatasetVersion) -> dict[str, Any]:
+        """What the run captures at its start."""
+        code = await asyncio.to_thread(envinfo.code_version)
+        freeze = await asyncio.to_thread(envinfo.pip_freeze)
+        s, spec = self.settings, job.spec
         params = {
-            **result.params,
-            "stream": spec.stream,
-            "features": ",".join(spec.features),
-            "label": spec.label,
+            "stream": plan.stream, "features": ",".join(plan.features), "label": plan.label,
+            "recent_rows": str(plan.recent_rows), "epochs": str(spec.epochs), "seed": str(spec.seed),
+            "hidden": str(s.hidden), "learning_rate": str(s.learning_rate), "batch_size": str(s.batch_size),
+            "holdout_fraction": str(s.holdout_fraction), "clip": str(s.clip), "processes": str(plan.processes),
+            "holdout_tolerance": str(s.holdout_tolerance), "fairness_metric": s.fairness_metric,
         }
-        tags = {
-            "mlops.job_id": job.id,
-            "mlops.request_id": job.request_id,
-            IDEMPOTENCY_TAG: job.id,
-            HISTORY_TAG: json.dumps(result.history),
-            "device": result.device,
-        }
+        if plan.attribute:
+            params.update(sensitive_attribute=plan.attribute, fairness_max_gap=str(plan.max_gap))
+        if plan.inherited_from:
+            params["inherited_from"] = plan.inherited_from
+        tags = {"mlops.job_id": job.id, "mlops.request_id": job.request_id, "stage_requested": spec.stage}
         if spec.reason:
             tags["reason"] = spec.reason
-        return registry_pb2.RegisterModelVersionRequest(
+        return {
+            "experiment": spec.model, "key": job.id, "params": params, "tags": tags,
+            "dataset_id": dataset.id, "definitions_hash": dataset.definitions_hash,
+            "git_commit": code.commit, "git_dirty": code.dirty, "diff_sha256": code.diff_sha256,
+            "python_version": envinfo.python_version(), "pip_freeze": freeze, "seed": spec.seed,
+            "hardware": describe_hardware(pick_device(World(0, plan.processes)), World(0, plan.processes)),
+        }
+
+    def _config(self, spec: JobSpec) -> TrainConfig:
+        s = self.settings
+        return TrainConfig(epochs=spec.epochs, seed=spec.seed, hidden=s.hidden, learning_rate=s.learning_rate,
+                           batch_size=s.batch_size, holdout_fraction=s.holdout_fraction, clip=s.clip)
+
+    async def _train(self, raw: bytes, plan: Plan, spec: JobSpec, sink: EpochSink) -> tuple[TrainingData, TrainResult]:
+        parse = (raw, plan.features, plan.label, self.settings.max_classes, plan.attribute)
+        flusher = asyncio.create_task(sink.flush_loop())
+        try:
+            if plan.processes <= 1:
+                data = await asyncio.to_thread(from_parquet, *parse)
+                result = await asyncio.to_thread(train, data, self._config(spec), sink)
+                return data, result
+            data = await asyncio.to_thread(from_parquet, *parse)  # checked here first, and kept for the gates
+            with tempfile.TemporaryDirectory(prefix="mlops-ddp-") as tmp:
+                work = Path(tmp)
+                distributed.write_job(work, raw, features=plan.features, label=plan.label,
+                                      group_column=plan.attribute, max_classes=self.settings.max_classes,
+                                      config=self._config(spec))
+                return data, await distributed.launch(work, plan.processes, sink)
+        finally:
+            flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await flusher
+
+    async def _gates(self, plan: Plan, data: TrainingData, result: TrainResult) -> list[gates.Gate]:
+        s = self.settings
+        hold = result.holdout_index
+        y = data.y[hold]
+        production_pred, skip = None, ""
+        prod = plan.production
+        if prod is None:
+            skip = "no production version to compare with"
+        else:
+            missing = [f for f in prod.signature.features if f not in plan.features]
+            if missing:
+                skip = f"production v{prod.version} takes feature(s) {', '.join(missing)} this dataset lacks"
+            else:
+                artifact = await self._registry.artifact(prod)
+                columns = [plan.features.index(f) for f in prod.signature.features]
+                x_prod = data.x[hold][:, columns]
+                production_pred = await asyncio.to_thread(
+                    lambda: gates.predict(gates.load(artifact), x_prod).argmax(axis=1))
+        low = np.nan_to_num(np.nanmin(np.where(np.isfinite(data.x), data.x, np.nan), axis=0))
+        high = np.nan_to_num(np.nanmax(np.where(np.isfinite(data.x), data.x, np.nan), axis=0))
+        robustness = await asyncio.to_thread(gates.robustness_gate, result.artifact, low, high, len(result.classes))
+        return [
+            gates.holdout_gate(y, result.holdout_pred, production_pred, production_version=prod.version if prod else "",
+                               tolerance=s.holdout_tolerance, skip_reason=skip),
+            gates.fairness_gate(y, result.holdout_pred, data.groups[hold] if data.groups is not None else None,
+                                attribute=plan.attribute, max_gap=plan.max_gap, metric=s.fairness_metric,
+                                min_group_rows=s.fairness_min_group_rows),
+            robustness,
+        ]
+
+    async def _register(
+        self, job: Job, plan: Plan, record: dict[str, Any], result: TrainResult, data: TrainingData, run_id: str
+    ) -> registry_pb2.ModelVersion:
+        if result.onnx is not None:
+            await self._tracker.put_file(run_id, "model.onnx", result.onnx)
+        ref = reference.build({f: data.x[:, i] for i, f in enumerate(plan.features)}, result.scores, data.rows)
+        spec = job.spec
+        request = registry_pb2.RegisterModelVersionRequest(
             model=spec.model,
             run=registry_pb2.RunInfo(
                 experiment=spec.model,
-                params=params,
+                params=result.params,
                 metrics=result.metrics,
-                tags=tags,
-                dataset_id=dataset_id,
-                git_commit=code.commit,
-                git_dirty=code.dirty,
-                python_version=envinfo.python_version(),
+                tags={RUN_ID_TAG: run_id},
+                dataset_id=record["dataset_id"],
+                git_commit=record["git_commit"],
+                git_dirty=record["git_dirty"],
+                diff_sha256=record["diff_sha256"],
+                python_version=record["python_version"],
                 seed=spec.seed,
                 hardware=result.hardware,
             ),
             artifact=result.artifact,
             artifact_format="torchscript",
             signature=registry_pb2.ModelSignature(
-                features=spec.features, input_name="input", output_name="output", classes=result.classes
+                features=plan.features, input_name="input", output_name="output", classes=result.classes
             ),
             stage=spec.stage,
             reason=spec.reason or f"trained by job {job.id}",
+            reference=reference.dumps(ref),
+            idempotency_key=job.id,
         )
+        return await self._registry.register(request)

@@ -10,17 +10,26 @@ from pydantic import BaseModel, Field
 from services.trainer.core import Trainer
 from services.trainer.jobs import JobSpec
 
+INHERIT = " Empty: as the current production version was trained (from its lineage)."
+
 
 class TrainingJobCreate(BaseModel):
     model: str = Field(description="Registry model name to register the new version under.")
-    stream: str = Field(description="Event stream the dataset is built from.")
-    features: list[str] = Field(description="Feature names, in the order the model takes them.")
-    label: str = Field(description="Label column: class ids 0..C-1.")
-    stage: str = Field("candidate", description="Stage of the registered version.")
+    stream: str = Field("", description="Event stream the dataset is built from." + INHERIT)
+    features: list[str] = Field(default_factory=list, description="Feature names, in model order." + INHERIT)
+    label: str = Field("", description="Label column: class ids 0..C-1." + INHERIT)
+    stage: str = Field("candidate", description="Stage of the registered version (after the gates pass).")
     epochs: int = Field(0, ge=0, description="Epochs; 0 takes the trainer's default.")
-    seed: int = Field(0, ge=0, description="Seed; the same seed and data give the same weights.")
+    seed: int = Field(0, ge=0, description="Seed; the same dataset, code and seed give the same metrics.")
     reason: str = Field("", description="Why; recorded with the run and the registration.")
     request_id: str = Field("", description="Idempotency key: a retry with the same id returns the same job.")
+    recent_rows: int = Field(0, ge=0, description="Train on the most recent rows only; 0: every row.")
+    sensitive_attribute: str = Field(
+        "", description="Fairness gate: the attribute (a stream field) whose groups must get similar accuracy. "
+        "Empty: the one the production version declared, if any."
+    )
+    fairness_max_gap: float = Field(0.0, ge=0.0, le=1.0, description="Fairness gate threshold; 0: the default.")
+    processes: int = Field(0, ge=0, description="Data-parallel processes (torchrun); 0: the trainer's default.")
 
 
 def router(trainer: Trainer) -> APIRouter:
@@ -28,16 +37,7 @@ def router(trainer: Trainer) -> APIRouter:
 
     @api.post("", status_code=status.HTTP_202_ACCEPTED)
     async def submit(body: TrainingJobCreate) -> dict[str, Any]:
-        spec = JobSpec(
-            model=body.model,
-            stream=body.stream,
-            features=body.features,
-            label=body.label,
-            stage=body.stage,
-            epochs=body.epochs,
-            seed=body.seed,
-            reason=body.reason,
-        )
+        spec = JobSpec(**body.model_dump(exclude={"request_id"}))
         return (await trainer.submit(spec, request_id=body.request_id)).to_dict()
 
     @api.get("")

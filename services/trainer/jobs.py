@@ -43,17 +43,27 @@ def event_key(event_id: str) -> str:
 
 @dataclass(slots=True)
 class JobSpec:
+    """What to train. Empty stream, features or label mean "as the current production version was trained"
+    (taken from its lineage when the job runs); zero numbers mean the trainer's defaults."""
+
     model: str
-    stream: str
-    features: list[str]
-    label: str
+    stream: str = ""
+    features: list[str] = field(default_factory=list)
+    label: str = ""
     stage: str = "candidate"
     epochs: int = 0
     seed: int = 0
     reason: str = ""
+    recent_rows: int = 0  # train on the most recent rows only (feature BuildDatasetRequest.last_n)
+    sensitive_attribute: str = ""  # fairness gate: the attribute whose groups must be treated alike
+    fairness_max_gap: float = 0.0  # 0: the trainer's default
+    processes: int = 0  # data-parallel processes (torchrun); 0: the trainer's default
 
     def to_proto(self) -> trainer_pb2.TrainingJobSpec:
-        return trainer_pb2.TrainingJobSpec(**asdict(self))
+        return trainer_pb2.TrainingJobSpec(
+            model=self.model, stream=self.stream, features=self.features, label=self.label, stage=self.stage,
+            epochs=self.epochs, seed=self.seed, reason=self.reason, recent_rows=self.recent_rows,
+        )
 
     @classmethod
     def from_proto(cls, msg: trainer_pb2.TrainingJobSpec) -> JobSpec:
@@ -66,27 +76,30 @@ class JobSpec:
             epochs=msg.epochs,
             seed=msg.seed,
             reason=msg.reason,
+            recent_rows=msg.recent_rows,
         )
 
+    @property
+    def inherits(self) -> bool:
+        """Whether stream, features or label must come from the production version's lineage."""
+        return not (self.stream and self.features and self.label)
 
-def validate_spec(spec: JobSpec, *, default_epochs: int, max_epochs: int) -> JobSpec:
+
+def validate_spec(spec: JobSpec, *, default_epochs: int, max_epochs: int, max_processes: int = 8) -> JobSpec:
     """A checked copy of ``spec`` with defaults filled in; bad input raises InvalidArgument naming the field."""
     model = (spec.model or "").strip()
     if not NAME.match(model):
         raise InvalidArgument("model must be 1-128 letters, digits, '.', '_' or '-'", field="model")
     stream = (spec.stream or "").strip()
-    if not stream:
-        raise InvalidArgument("stream is required", field="stream")
     features = [f.strip() for f in spec.features]
-    if not features:
-        raise InvalidArgument("at least one feature is required", field="features")
     if any(not f for f in features) or len(set(features)) != len(features):
         raise InvalidArgument("features must be distinct, non-empty names", field="features")
     label = (spec.label or "").strip()
-    if not label:
-        raise InvalidArgument("label is required", field="label")
-    if label in features:
+    if label and label in features:
         raise InvalidArgument(f"label {label!r} is also listed as a feature", field="label")
+    attribute = (spec.sensitive_attribute or "").strip()
+    if attribute and attribute == label:
+        raise InvalidArgument("the sensitive attribute cannot be the label", field="sensitive_attribute")
     stage = (spec.stage or "candidate").strip().lower()
     if stage not in STAGES:
         raise InvalidArgument(f"unknown stage {spec.stage!r}; expected one of {', '.join(STAGES)}", field="stage")
@@ -95,7 +108,14 @@ def validate_spec(spec: JobSpec, *, default_epochs: int, max_epochs: int) -> Job
         raise InvalidArgument(f"epochs must be between 1 and {max_epochs}", field="epochs")
     if spec.seed < 0:
         raise InvalidArgument("seed must be non-negative", field="seed")
-    return JobSpec(model, stream, features, label, stage, epochs, spec.seed, spec.reason or "")
+    if spec.recent_rows < 0:
+        raise InvalidArgument("recent_rows must be non-negative (0: every row)", field="recent_rows")
+    if not 0.0 <= spec.fairness_max_gap <= 1.0:
+        raise InvalidArgument("fairness_max_gap must be between 0 and 1 (0: the default)", field="fairness_max_gap")
+    if not 0 <= spec.processes <= max_processes:
+        raise InvalidArgument(f"processes must be between 0 and {max_processes}", field="processes")
+    return JobSpec(model, stream, features, label, stage, epochs, spec.seed, spec.reason or "", spec.recent_rows,
+                   attribute, spec.fairness_max_gap, spec.processes)
 
 
 @dataclass(slots=True)
@@ -110,6 +130,8 @@ class Job:
     metrics: dict[str, float] = field(default_factory=dict)
     request_id: str = ""
     dataset_id: str = ""
+    gates: list[dict[str, Any]] = field(default_factory=list)
+    inherited_from: str = ""  # "model/version" whose lineage gave stream, features or label
     created_at: float = 0.0
     updated_at: float = 0.0
     started_at: float = 0.0
@@ -132,6 +154,8 @@ class Job:
             "spec": asdict(self.spec),
             "request_id": self.request_id,
             "dataset_id": self.dataset_id,
+            "gates": self.gates,
+            "inherited_from": self.inherited_from,
             "created_at": _iso(self.created_at),
             "updated_at": _iso(self.updated_at),
             "started_at": _iso(self.started_at),
@@ -164,6 +188,8 @@ class Job:
             "spec": json.dumps(asdict(self.spec)),
             "request_id": self.request_id,
             "dataset_id": self.dataset_id,
+            "gates": json.dumps(self.gates),
+            "inherited_from": self.inherited_from,
             "created_at": repr(self.created_at),
             "updated_at": repr(self.updated_at),
             "started_at": repr(self.started_at),
@@ -184,6 +210,8 @@ class Job:
             metrics=json.loads(d.get("metrics") or "{}"),
             request_id=d.get("request_id", ""),
             dataset_id=d.get("dataset_id", ""),
+            gates=json.loads(d.get("gates") or "[]"),
+            inherited_from=d.get("inherited_from", ""),
             created_at=float(d.get("created_at", 0) or 0),
             updated_at=float(d.get("updated_at", 0) or 0),
             started_at=float(d.get("started_at", 0) or 0),
@@ -261,7 +289,7 @@ class JobStore:
         for key, value in fields.items():
             values[key] = (
                 json.dumps(value)
-                if isinstance(value, dict)
+                if isinstance(value, dict | list)
                 else (repr(value) if isinstance(value, float) else str(value))
             )
         await self._redis.hset(job_key(job_id), mapping=values)

@@ -1,8 +1,13 @@
 """Fitting and exporting the classifier: a small seeded MLP with standardisation baked in.
 
 The exported TorchScript module takes raw features (FP32 [N, F], in signature order) and returns class
-probabilities (FP32 [N, C]); missing values (NaN) count as the training mean. Training is reproducible:
-the same data, config and seed give the same weights, byte for byte, on the same device type.
+probabilities (FP32 [N, C]); missing values (NaN) count as the training mean and standardised inputs are
+clipped to +-``clip`` (so out-of-range values, even +-inf, give valid probabilities). Training is
+reproducible: the same data, config and seed give the same weights, byte for byte, on the same device type.
+
+The same loop runs data-parallel under ``torch.distributed`` (see :mod:`services.trainer.distributed`):
+every rank draws the same shuffled order, takes its share of each global batch, and DDP averages the
+gradients; the loss is scaled so that the update equals the single-process one on the whole batch.
 """
 
 from __future__ import annotations
@@ -22,14 +27,13 @@ os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from services.trainer.dataset import TrainingData
 
-Progress = Callable[[float], None]
-
-#: Per-metric history points sent with a run; long trainings record every k-th epoch (and the last).
-MAX_HISTORY_POINTS = 200
+#: Called after every epoch with (epoch, epochs, metric points of that epoch); may raise to stop training.
+EpochCallback = Callable[[int, int, list[dict[str, float]]], None]
 
 # Seeding touches process-wide RNG state; one training at a time keeps runs from disturbing each other.
 _TRAIN_LOCK = threading.Lock()
@@ -43,27 +47,48 @@ class TrainConfig:
     learning_rate: float = 0.01
     batch_size: int = 128
     holdout_fraction: float = 0.2
+    clip: float = 100.0  # standardised inputs are clipped to +-clip
+
+
+@dataclass(frozen=True, slots=True)
+class World:
+    """This process's place in a data-parallel group (rank 0 of 1 when training alone)."""
+
+    rank: int = 0
+    size: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
 
 
 @dataclass(slots=True)
 class TrainResult:
-    artifact: bytes  # TorchScript, torch.jit.save format
+    artifact: bytes  # TorchScript, torch.jit.save format (empty on ranks other than 0)
     weights: bytes  # every parameter and buffer, concatenated: the reproducibility fingerprint
-    metrics: dict[str, float]
-    history: list[dict[str, float]]  # per epoch: key, value, step
+    metrics: dict[str, float]  # functions of data, code and seed only: reruns give the same values
+    history: list[dict[str, float]]  # per epoch: key, value, step, time
     classes: list[str]
     hardware: str
     device: str
     params: dict[str, str] = field(default_factory=dict)
+    holdout_index: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    holdout_pred: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    scores: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float32))  # positive-class, all rows
+    duration_s: float = 0.0
+    onnx: bytes | None = None
+    onnx_note: str = ""
 
 
 class Classifier(nn.Module):
     """MLP over standardised features; ``forward`` returns class probabilities."""
 
-    def __init__(self, mean: torch.Tensor, std: torch.Tensor, hidden: int, num_classes: int) -> None:
+    def __init__(self, mean: torch.Tensor, std: torch.Tensor, hidden: int, num_classes: int,
+                 clip: float = 100.0) -> None:
         super().__init__()
         self.register_buffer("mean", mean.clone().float())
         self.register_buffer("std", std.clone().float())
+        self.clip = float(clip)
         n = int(mean.shape[0])
         self.net = nn.Sequential(
             nn.Linear(n, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, num_classes)
@@ -71,7 +96,8 @@ class Classifier(nn.Module):
 
     def standardize(self, x: torch.Tensor) -> torch.Tensor:
         z = (x.to(torch.float32) - self.mean) / self.std
-        return torch.nan_to_num(z, nan=0.0, posinf=0.0, neginf=0.0)
+        z = torch.nan_to_num(z, nan=0.0, posinf=self.clip, neginf=-self.clip)
+        return torch.clamp(z, -self.clip, self.clip)
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(self.standardize(x))
@@ -80,15 +106,38 @@ class Classifier(nn.Module):
         return torch.softmax(self.logits(x), dim=1)
 
 
-def pick_device() -> torch.device:
-    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+class _Logits(nn.Module):
+    """What DDP wraps: its forward must be the training forward (logits), so gradients are synchronised."""
+
+    def __init__(self, model: Classifier) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.logits(x)
 
 
-def describe_hardware(device: torch.device) -> str:
+def uses_cuda(world: World | None = None) -> bool:
+    """CUDA when present, and for a data-parallel group one GPU per rank (NCCL cannot share a GPU between
+    ranks); otherwise the group trains on CPU with gloo."""
+    size = world.size if world else 1
+    return torch.cuda.is_available() and torch.cuda.device_count() >= size
+
+
+def pick_device(world: World | None = None) -> torch.device:
+    if uses_cuda(world):
+        local = int(os.environ.get("LOCAL_RANK", "0")) if world and world.size > 1 else 0
+        return torch.device("cuda", local)
+    return torch.device("cpu")
+
+
+def describe_hardware(device: torch.device, world: World | None = None) -> str:
     if device.type == "cuda":
-        return f"cuda:{torch.cuda.get_device_name(device)}; torch {torch.__version__}"
-    cpu = platform.processor() or platform.machine()
-    return f"cpu:{cpu} x{os.cpu_count()}; torch {torch.__version__}"
+        what = f"cuda:{torch.cuda.get_device_name(device)}; torch {torch.__version__}"
+    else:
+        cpu = platform.processor() or platform.machine()
+        what = f"cpu:{cpu} x{os.cpu_count()}; torch {torch.__version__}"
+    return f"{what}; data-parallel x{world.size}" if world and world.size > 1 else what
 
 
 @contextlib.contextmanager
@@ -139,6 +188,13 @@ def _evaluate(model: Classifier, x: torch.Tensor, y: torch.Tensor) -> tuple[floa
     return loss, accuracy
 
 
+def positive_scores(probabilities: np.ndarray) -> np.ndarray:
+    """The positive-class score: P(class 1) for two classes, the top probability otherwise."""
+    if probabilities.shape[1] == 2:
+        return probabilities[:, 1]
+    return probabilities.max(axis=1)
+
+
 def export_torchscript(model: Classifier) -> bytes:
     model = model.cpu().eval()
     for p in model.parameters():
@@ -152,15 +208,43 @@ def export_torchscript(model: Classifier) -> bytes:
     return buf.getvalue()
 
 
+def export_onnx(model: Classifier) -> tuple[bytes | None, str]:
+    """ONNX bytes when the exporter works with what is installed, else None and why (no new dependency)."""
+    model = model.cpu().eval()
+    buf = io.BytesIO()
+    example = torch.zeros(1, int(model.mean.shape[0]))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(model, (example,), buf, input_names=["input"], output_names=["output"],
+                              dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}}, dynamo=False)
+    except Exception as exc:  # the exporter needs the onnx package, which the platform does not install
+        return None, f"ONNX export unavailable: {exc}"
+    return buf.getvalue(), ""
+
+
 def weights_fingerprint(model: nn.Module) -> bytes:
     return b"".join(t.detach().cpu().contiguous().numpy().tobytes() for t in model.state_dict().values())
 
 
+def _global_sum(value: float, world: World, device: torch.device) -> float:
+    if world.size == 1:
+        return value
+    t = torch.tensor([value], dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return float(t.item())
+
+
 def train(
-    data: TrainingData, config: TrainConfig, progress: Progress | None = None, device: torch.device | None = None
+    data: TrainingData,
+    config: TrainConfig,
+    on_epoch: EpochCallback | None = None,
+    device: torch.device | None = None,
+    world: World | None = None,
 ) -> TrainResult:
-    """Fit a classifier on ``data`` and export it; ``progress`` gets 0..1 after each epoch."""
-    device = device or pick_device()
+    """Fit a classifier on ``data`` and export it; ``on_epoch`` gets each epoch's metrics."""
+    world = world or World()
+    device = device or pick_device(world)
     started = time.perf_counter()
     train_idx, hold_idx = split(data.rows, config.holdout_fraction, config.seed)
     mean, std = standardization(data.x[train_idx])
@@ -170,35 +254,45 @@ def train(
     x_hold, y_hold = x[torch.from_numpy(hold_idx).to(device)], y[torch.from_numpy(hold_idx).to(device)]
     history: list[dict[str, float]] = []
     with _reproducible(config.seed):
-        model = Classifier(torch.from_numpy(mean), torch.from_numpy(std), config.hidden, data.num_classes).to(device)
+        model = Classifier(torch.from_numpy(mean), torch.from_numpy(std), config.hidden, data.num_classes,
+                           config.clip).to(device)
+        net: nn.Module = _Logits(model)
+        if world.size > 1:
+            net = nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
         optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
         shuffle = torch.Generator().manual_seed(config.seed)
         n = len(train_idx)
-        stride = -(-config.epochs // MAX_HISTORY_POINTS)
         for epoch in range(1, config.epochs + 1):
-            order = torch.randperm(n, generator=shuffle).to(device)
+            order = torch.randperm(n, generator=shuffle)  # the same on every rank
             total = 0.0
             for start in range(0, n, config.batch_size):
-                idx = order[start : start + config.batch_size]
+                batch = order[start : start + config.batch_size]
+                mine = batch[world.rank :: world.size].to(device)
                 optimizer.zero_grad(set_to_none=True)
-                loss = nn.functional.cross_entropy(model.logits(x_train[idx]), y_train[idx])
-                loss.backward()
+                loss = nn.functional.cross_entropy(net(x_train[mine]), y_train[mine], reduction="sum")
+                # DDP averages gradients over ranks; scaling by size/len(batch) makes that the batch mean.
+                (loss * (world.size / len(batch))).backward()
                 optimizer.step()
-                total += float(loss.detach()) * len(idx)
-            if epoch % stride == 0 or epoch == config.epochs:
-                hold_loss, hold_acc = _evaluate(model, x_hold, y_hold)
-                now = time.time()
-                history += [
-                    {"key": "train_loss", "value": total / max(n, 1), "step": epoch, "time": now},
-                    {"key": "holdout_loss", "value": hold_loss, "step": epoch, "time": now},
-                    {"key": "accuracy", "value": hold_acc, "step": epoch, "time": now},
-                ]
-            if progress is not None:
-                progress(epoch / config.epochs)
+                total += float(loss.detach())
+            total = _global_sum(total, world, device)
+            hold_loss, hold_acc = _evaluate(model, x_hold, y_hold)
+            now = time.time()
+            points = [
+                {"key": "train_loss", "value": total / max(n, 1), "step": epoch, "time": now},
+                {"key": "holdout_loss", "value": hold_loss, "step": epoch, "time": now},
+                {"key": "accuracy", "value": hold_acc, "step": epoch, "time": now},
+            ]
+            history += points
+            if on_epoch is not None:
+                on_epoch(epoch, config.epochs, points)
         train_loss, train_acc = _evaluate(model, x_train, y_train)
         hold_loss, hold_acc = _evaluate(model, x_hold, y_hold)
+        model.eval()
+        with torch.no_grad():
+            probabilities = model(x).cpu().numpy()
         weights = weights_fingerprint(model)
-        artifact = export_torchscript(model)
+        artifact = export_torchscript(model) if world.is_main else b""
+        onnx, onnx_note = export_onnx(model) if world.is_main else (None, "")
     majority = np.bincount(data.y[train_idx], minlength=data.num_classes).argmax()
     metrics = {
         "accuracy": hold_acc,
@@ -210,7 +304,6 @@ def train(
         "train_rows": float(len(train_idx)),
         "holdout_rows": float(len(hold_idx)),
         "num_classes": float(data.num_classes),
-        "duration_s": time.perf_counter() - started,
     }
     return TrainResult(
         artifact=artifact,
@@ -218,7 +311,7 @@ def train(
         metrics=metrics,
         history=history,
         classes=[str(c) for c in range(data.num_classes)],
-        hardware=describe_hardware(device),
+        hardware=describe_hardware(device, world),
         device=device.type,
         params={
             "epochs": str(config.epochs),
@@ -227,7 +320,15 @@ def train(
             "learning_rate": str(config.learning_rate),
             "batch_size": str(config.batch_size),
             "holdout_fraction": str(config.holdout_fraction),
+            "clip": str(config.clip),
             "optimizer": "adam",
             "architecture": f"mlp({len(data.features)}-{config.hidden}-{config.hidden}-{data.num_classes})",
+            "processes": str(world.size),
         },
+        holdout_index=hold_idx,
+        holdout_pred=probabilities[hold_idx].argmax(axis=1).astype(np.int64),
+        scores=positive_scores(probabilities).astype(np.float32),
+        duration_s=time.perf_counter() - started,
+        onnx=onnx,
+        onnx_note=onnx_note,
     )

@@ -12,7 +12,7 @@ import httpx
 import typer
 from rich.table import Table
 
-from mlops.cli.common import call, console, print_json, url
+from mlops.cli.common import auth_headers, call, console, print_json, url
 
 models_app = typer.Typer(help="Registered models and their versions.", no_args_is_help=True)
 runs_app = typer.Typer(help="Training runs.", no_args_is_help=True)
@@ -30,8 +30,8 @@ def _actor() -> str:
 def _send(method: str, path: str, body: dict[str, Any] | None = None) -> httpx.Response:
     """A registry call; changes go as this user (the registry records who made them). Errors exit."""
     try:
-        resp = httpx.request(method, url("registry", path), json=body, headers={"X-Mlops-Actor": _actor()},
-                             timeout=30.0)
+        resp = httpx.request(method, url("registry", path), json=body,
+                             headers={"X-Mlops-Actor": _actor(), **auth_headers()}, timeout=30.0)
     except httpx.HTTPError as exc:
         console.print(f"[red]cannot reach registry: {exc}. Is the stack up (`mlops up`)?[/red]")
         raise typer.Exit(2) from exc

@@ -8,7 +8,9 @@ from mlops.v1 import events_pb2
 from services.registry.artifacts import ArtifactStore
 from services.registry.core import Registry
 from services.registry.store import RegistryStore
-from services.registry.views import RegisterInput, Signature
+from services.registry.views import RegisterInput, RunInput, Signature
+
+LINEAGE = RunInput(dataset_id="ds-1", git_commit="abc", python_version="CPython 3.11.7")
 
 
 class FlakyProducer:
@@ -30,10 +32,12 @@ async def test_events_survive_a_failed_send(tmp_path: Path) -> None:
     producer = FlakyProducer(failures=1)
     store = RegistryStore(f"sqlite:///{tmp_path / 'r.db'}", ArtifactStore(tmp_path / "a"))
     registry = Registry(store, producer)  # type: ignore[arg-type]
-    req = RegisterInput(model="m", artifact=b"x", signature=Signature(["f"]), stage="production", actor="t")
+    req = RegisterInput(model="m", artifact=b"x", signature=Signature(["f"]), stage="production", actor="t",
+                        run=LINEAGE)
     v1 = await registry.register(req)  # the send fails; the registration stands
     assert v1.version == "1" and producer.sent == []
-    await registry.register(RegisterInput(model="m", artifact=b"y", signature=Signature(["f"]), stage="production"))
+    await registry.register(RegisterInput(model="m", artifact=b"y", signature=Signature(["f"]), stage="production",
+                                          run=LINEAGE))
     await registry.set_stage("m", "1", "shadow", reason="why not", actor="me")
     assert await registry.publish_pending() == 0
     got = [(m.action, m.version, m.previous_stage, m.stage) for _, m, _, _ in producer.sent]

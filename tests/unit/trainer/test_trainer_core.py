@@ -1,4 +1,5 @@
-"""The job flow with in-memory stand-ins for Redis, the feature service and the registry."""
+"""The job flow with in-memory stand-ins for Redis, the feature service and the registry (versions and runs):
+captured run fields, epoch metrics, gates, registration, inheritance from the production lineage."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import torch
 from mlops.errors import NotFound
 from mlops.v1 import feature_pb2, registry_pb2
 from services.trainer.clients import PeerError
-from services.trainer.core import HISTORY_TAG, IDEMPOTENCY_TAG, Trainer
+from services.trainer.core import RUN_ID_TAG, Trainer
 from services.trainer.jobs import UNFINISHED, Job, JobSpec
 from services.trainer.settings import TrainerSettings
 
@@ -59,70 +60,130 @@ class MemoryJobs:
         return [j for j in self.jobs.values() if j.state in UNFINISHED]
 
 
-def parquet(rows: int) -> bytes:
+def parquet(rows: int, *, unfair: bool = False) -> bytes:
+    """Label y = a > 0; with ``unfair``, group "g1" gets coin-flip labels (no model can be fair to it)."""
     rng = np.random.default_rng(0)
     a = rng.normal(size=rows)
-    table = pa.table(
-        {"entity_id": [str(i) for i in range(rows)], "a": a, "b": rng.normal(size=rows), "y": (a > 0).astype(np.int64)}
-    )
+    group = np.where(np.arange(rows) % 2 == 0, "g0", "g1")
+    y = (a > 0).astype(np.int64)
+    if unfair:
+        y = np.where(group == "g1", rng.integers(0, 2, size=rows), y)
+    table = pa.table({"entity_id": [str(i) for i in range(rows)], "a": a, "b": rng.normal(size=rows), "y": y,
+                      "group": group})
     buf = io.BytesIO()
     pq.write_table(table, buf)
     return buf.getvalue()
 
 
 class FakeFeatures:
-    def __init__(self, rows: int = 200, fail: bool = False) -> None:
-        self.rows, self.fail = rows, fail
+    def __init__(self, rows: int = 200, fail: bool = False, unfair: bool = False) -> None:
+        self.rows, self.fail, self.unfair = rows, fail, unfair
+        self.builds: list[tuple[str, list[str], str, int]] = []
 
-    async def build_dataset(self, stream: str, features: list[str], label: str) -> feature_pb2.DatasetVersion:
+    async def build_dataset(self, stream: str, features: list[str], label: str, last_n: int = 0
+                            ) -> feature_pb2.DatasetVersion:
         if self.fail:
             raise PeerError("feature BuildDataset failed: NOT_FOUND: no stream 'x'")
-        return feature_pb2.DatasetVersion(id=f"ds-{stream}", stream=stream, rows=self.rows)
+        self.builds.append((stream, features, label, last_n))
+        return feature_pb2.DatasetVersion(id=f"ds-{stream}", stream=stream, rows=self.rows, definitions_hash="defs")
+
+    async def get_dataset(self, dataset_id: str) -> feature_pb2.DatasetVersion:
+        return feature_pb2.DatasetVersion(id=dataset_id, stream="clicks", features=["a", "b", "group"], label="y")
 
     async def read_dataset(self, dataset_id: str) -> bytes:
-        return parquet(self.rows)
+        return parquet(self.rows, unfair=self.unfair)
 
 
 class FakeRegistry:
-    def __init__(self) -> None:
+    def __init__(self, production: registry_pb2.ModelVersion | None = None, artifact: bytes = b"") -> None:
         self.requests: list[registry_pb2.RegisterModelVersionRequest] = []
+        self.production, self._artifact = production, artifact
 
     async def register(self, request: registry_pb2.RegisterModelVersionRequest) -> registry_pb2.ModelVersion:
         self.requests.append(request)
-        return registry_pb2.ModelVersion(
-            model=request.model, version=str(len(self.requests)), run_id="run-1", stage=request.stage
-        )
+        return registry_pb2.ModelVersion(model=request.model, version=str(len(self.requests)),
+                                         run_id=request.run.tags[RUN_ID_TAG], stage=request.stage)
+
+    async def resolve_alias(self, model: str, alias: str) -> registry_pb2.ModelVersion | None:
+        return self.production
+
+    async def artifact(self, version: registry_pb2.ModelVersion) -> bytes:
+        return self._artifact
+
+
+class FakeTracker:
+    def __init__(self, runs: dict[str, dict[str, Any]] | None = None) -> None:
+        self.runs: dict[str, dict[str, Any]] = runs or {}
+        self.metric_calls = 0
+
+    async def start(self, run: dict[str, Any]) -> dict[str, Any]:
+        for r in self.runs.values():
+            if r.get("key") and r["key"] == run["key"]:
+                return r
+        rid = uuid.uuid4().hex
+        self.runs[rid] = {**run, "id": rid, "status": "running", "history": [], "gates": [], "files": {}}
+        return self.runs[rid]
+
+    async def log_metrics(self, run_id: str, points: list[dict[str, float]]) -> None:
+        self.metric_calls += 1
+        self.runs[run_id]["history"] += points
+
+    async def update(self, run_id: str, **fields: Any) -> dict[str, Any]:
+        self.runs[run_id].update({k: v for k, v in fields.items() if k != "tags"})
+        self.runs[run_id].setdefault("tags", {}).update(fields.get("tags") or {})
+        return self.runs[run_id]
+
+    async def get(self, run_id: str) -> dict[str, Any]:
+        return self.runs[run_id]
+
+    async def put_file(self, run_id: str, name: str, data: bytes) -> dict[str, Any]:
+        self.runs[run_id]["files"][name] = data
+        return {"name": name}
 
 
 SPEC = JobSpec(model="churn", stream="clicks", features=["a", "b"], label="y", stage="production", epochs=3, seed=5)
 
 
-def make(features: FakeFeatures) -> tuple[Trainer, MemoryJobs, FakeRegistry]:
-    jobs, registry = MemoryJobs(), FakeRegistry()
-    return Trainer(jobs, features, registry, TrainerSettings(hidden=8)), jobs, registry  # type: ignore[arg-type]
+def make(features: FakeFeatures, registry: FakeRegistry | None = None, tracker: FakeTracker | None = None,
+         **settings: Any) -> tuple[Trainer, MemoryJobs, FakeRegistry, FakeTracker]:
+    jobs, registry, tracker = MemoryJobs(), registry or FakeRegistry(), tracker or FakeTracker()
+    s = TrainerSettings(hidden=8, metrics_flush_s=0.01, **settings)
+    return Trainer(jobs, features, registry, tracker, s), jobs, registry, tracker  # type: ignore[arg-type]
 
 
-async def test_a_job_trains_and_registers(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("services.trainer.training.pick_device", lambda: torch.device("cpu"))
-    trainer, _, registry = make(FakeFeatures())
+@pytest.fixture(autouse=True)
+def _cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("services.trainer.training.pick_device", lambda world=None: torch.device("cpu"))
+    monkeypatch.setattr("services.trainer.core.pick_device", lambda world=None: torch.device("cpu"))
+
+
+async def test_a_job_captures_its_run_logs_each_epoch_passes_the_gates_and_registers() -> None:
+    trainer, _, registry, tracker = make(FakeFeatures())
     job = await trainer.submit(SPEC, request_id="req-1")
     done = await trainer.run_job(job.id)
     assert done is not None and done.state == "succeeded", done
-    assert (done.progress, done.version, done.run_id, done.dataset_id, done.error) == (
-        1.0,
-        "1",
-        "run-1",
-        "ds-clicks",
-        "",
-    )
-    assert 0.0 <= done.metrics["accuracy"] <= 1.0
+    assert (done.progress, done.version, done.dataset_id, done.error) == (1.0, "1", "ds-clicks", "")
+    (run,) = tracker.runs.values()
+    assert done.run_id == run["id"] and run["key"] == job.id and run["experiment"] == "churn"
+    assert run["git_commit"] and run["python_version"].startswith("CPython") and "torch==" in run["pip_freeze"]
+    assert (run["dataset_id"], run["definitions_hash"], run["seed"]) == ("ds-clicks", "defs", 5)
+    assert run["hardware"].startswith("cpu:")
+    assert run["params"]["features"] == "a,b" and run["tags"]["mlops.request_id"] == "req-1"
+    assert [p["step"] for p in run["history"] if p["key"] == "accuracy"] == [1, 2, 3]
+    assert {p["key"] for p in run["history"]} == {"train_loss", "holdout_loss", "accuracy"}
+    assert [(g["name"], g["passed"], g["skipped"]) for g in done.gates] == [
+        ("holdout", True, True), ("fairness", True, True), ("robustness", True, False)]
+    assert "ONNX export unavailable" in run["tags"]["onnx"] or "model.onnx" in run["files"]
     (req,) = registry.requests
     assert req.model == "churn" and req.stage == "production" and req.artifact_format == "torchscript"
+    assert req.idempotency_key == job.id and req.run.tags[RUN_ID_TAG] == run["id"]
     assert list(req.signature.features) == ["a", "b"] and list(req.signature.classes) == ["0", "1"]
-    assert (req.signature.input_name, req.signature.output_name) == ("input", "output")
-    assert req.run.dataset_id == "ds-clicks" and req.run.seed == 5 and req.run.python_version
-    assert req.run.tags[IDEMPOTENCY_TAG] == job.id and req.run.tags["mlops.request_id"] == "req-1"
-    assert {p["key"] for p in json.loads(req.run.tags[HISTORY_TAG])} == {"train_loss", "holdout_loss", "accuracy"}
+    assert req.run.dataset_id == "ds-clicks" and req.run.seed == 5 and req.run.hardware.startswith("cpu:")
+    ref = json.loads(req.reference)
+    assert ref["rows"] == 200 and set(ref["features"]) == {"a", "b"}
+    a = ref["features"]["a"]
+    assert a["kind"] == "numeric" and len(a["edges"]) == 11 and sum(a["counts"]) == 200 and len(a["sample"]) == 200
+    assert len(ref["prediction"]["edges"]) == 11 and all(0.0 <= s <= 1.0 for s in ref["prediction"]["sample"])
     model = torch.jit.load(io.BytesIO(req.artifact))
     assert model(torch.zeros(2, 2)).shape == (2, 2)
     assert (await trainer.run_job(job.id)).version == "1"  # a finished job is not run again
@@ -130,7 +191,7 @@ async def test_a_job_trains_and_registers(monkeypatch: pytest.MonkeyPatch) -> No
 
 
 async def test_one_job_per_request_and_event() -> None:
-    trainer, _, _ = make(FakeFeatures())
+    trainer, *_ = make(FakeFeatures())
     a = await trainer.submit(SPEC, request_id="r", event_id="e1")
     b = await trainer.submit(SPEC, request_id="r", event_id="e2")
     c = await trainer.submit(SPEC, request_id="other", event_id="e1")
@@ -138,22 +199,92 @@ async def test_one_job_per_request_and_event() -> None:
     assert (await trainer.submit(SPEC)).id != a.id
 
 
-async def test_empty_dataset_fails_with_a_message() -> None:
-    trainer, _, registry = make(FakeFeatures(rows=0))
+async def test_empty_dataset_fails_the_job_and_its_run() -> None:
+    trainer, _, registry, tracker = make(FakeFeatures(rows=0))
     job = await trainer.submit(SPEC)
     done = await trainer.run_job(job.id)
     assert done is not None and done.state == "failed" and done.error == "dataset has no rows"
     assert registry.requests == []
+    assert [(r["status"], r["reason"]) for r in tracker.runs.values()] == [("failed", "dataset has no rows")]
 
 
 async def test_peer_errors_fail_the_job() -> None:
-    trainer, _, _ = make(FakeFeatures(fail=True))
+    trainer, *_ = make(FakeFeatures(fail=True))
     job = await trainer.submit(SPEC)
     done = await trainer.run_job(job.id)
     assert done is not None and done.state == "failed" and "NOT_FOUND" in done.error
 
 
 async def test_unknown_job_is_not_found() -> None:
-    trainer, _, _ = make(FakeFeatures())
+    trainer, *_ = make(FakeFeatures())
     with pytest.raises(NotFound):
         await trainer.get("nope")
+
+
+def _production(features: list[str]) -> registry_pb2.ModelVersion:
+    return registry_pb2.ModelVersion(model="churn", version="4", run_id="prod-run", dataset_id="ds-old",
+                                     stage="production", signature=registry_pb2.ModelSignature(features=features))
+
+
+class _Perfect(torch.nn.Module):
+    """A production model that knows the rule: P(y=1) = sigmoid(1000 a)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = torch.sigmoid(1000.0 * x[:, 0:1])
+        return torch.cat([1.0 - s, s], dim=1)
+
+
+def _script(module: torch.nn.Module) -> bytes:
+    buf = io.BytesIO()
+    torch.jit.save(torch.jit.script(module), buf)
+    return buf.getvalue()
+
+
+async def test_an_empty_spec_trains_as_production_was_trained_on_the_recent_rows() -> None:
+    tracker = FakeTracker({"prod-run": {"id": "prod-run", "params": {"sensitive_attribute": "group",
+                                                                     "fairness_max_gap": "0.5"}}})
+    features = FakeFeatures()
+    trainer, _, registry, _ = make(features, FakeRegistry(_production(["a", "b"]), _script(_Perfect())), tracker,
+                                   holdout_tolerance=1.0)
+    spec = JobSpec(model="churn", stage="candidate", epochs=2, recent_rows=150, reason="drift on a")
+    job = await trainer.submit(spec)
+    done = await trainer.run_job(job.id)
+    assert done is not None and done.state == "succeeded", done.error
+    assert features.builds == [("clicks", ["a", "b", "group"], "y", 150)]
+    assert done.inherited_from == "churn/4"
+    holdout, fairness, _ = done.gates
+    assert holdout["details"]["production_accuracy"] == 1.0 and not holdout["skipped"]
+    assert fairness["details"]["attribute"] == "group" and fairness["details"]["max_gap"] == 0.5
+    run = tracker.runs[done.run_id]
+    assert run["params"]["inherited_from"] == "churn/4" and run["params"]["recent_rows"] == "150"
+    assert list(registry.requests[0].signature.features) == ["a", "b"]  # the attribute is not a model input
+
+
+async def test_an_empty_spec_without_production_fails_with_the_reason() -> None:
+    trainer, *_ = make(FakeFeatures())
+    job = await trainer.submit(JobSpec(model="churn"))
+    done = await trainer.run_job(job.id)
+    assert done is not None and done.state == "failed" and "no production version" in done.error
+
+
+async def test_a_candidate_worse_than_production_on_the_same_holdout_is_not_registered() -> None:
+    tracker = FakeTracker({"prod-run": {"id": "prod-run", "params": {}}})
+    trainer, _, registry, _ = make(FakeFeatures(), FakeRegistry(_production(["a"]), _script(_Perfect())), tracker)
+    job = await trainer.submit(JobSpec(model="churn", stream="clicks", features=["a", "b"], label="y", epochs=1))
+    done = await trainer.run_job(job.id)
+    assert done is not None and done.state == "failed" and done.error.startswith("gate holdout failed")
+    assert registry.requests == []
+    run = tracker.runs[done.run_id]
+    assert run["status"] == "failed" and run["reason"] == done.error
+    assert [g["passed"] for g in run["gates"]] == [False, True, True]
+
+
+async def test_an_unfair_model_is_not_registered() -> None:
+    trainer, _, registry, tracker = make(FakeFeatures(rows=400, unfair=True))
+    spec = JobSpec(model="churn", stream="clicks", features=["a", "b"], label="y", epochs=20,
+                   sensitive_attribute="group", fairness_max_gap=0.1)
+    done = await trainer.run_job((await trainer.submit(spec)).id)
+    assert done is not None and done.state == "failed" and "gate fairness failed" in done.error
+    assert registry.requests == [] and tracker.runs[done.run_id]["status"] == "failed"
+    details = done.gates[1]["details"]
+    assert details["groups"]["g0"]["accuracy"] - details["groups"]["g1"]["accuracy"] > 0.1

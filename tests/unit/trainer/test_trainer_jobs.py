@@ -24,15 +24,16 @@ def test_defaults_are_filled() -> None:
     [
         ({"model": ""}, "model"),
         ({"model": "has space"}, "model"),
-        ({"stream": " "}, "stream"),
-        ({"features": []}, "features"),
         ({"features": ["a", "a"]}, "features"),
-        ({"label": ""}, "label"),
         ({"label": "a"}, "label"),
         ({"stage": "prod"}, "stage"),
         ({"epochs": 101}, "epochs"),
         ({"epochs": -1}, "epochs"),
         ({"seed": -5}, "seed"),
+        ({"recent_rows": -1}, "recent_rows"),
+        ({"processes": 99}, "processes"),
+        ({"fairness_max_gap": 1.5}, "fairness_max_gap"),
+        ({"sensitive_attribute": "y"}, "sensitive_attribute"),
     ],
 )
 def test_bad_specs_name_the_field(kw: dict[str, object], field: str) -> None:
@@ -41,10 +42,16 @@ def test_bad_specs_name_the_field(kw: dict[str, object], field: str) -> None:
     assert err.value.field == field
 
 
+def test_empty_stream_features_and_label_mean_inherit_from_production() -> None:
+    s = validate_spec(JobSpec(model="churn", recent_rows=2000), default_epochs=30, max_epochs=100)
+    assert s.inherits and (s.stream, s.features, s.label, s.recent_rows, s.stage) == ("", [], "", 2000, "candidate")
+    assert not validate_spec(spec(), default_epochs=30, max_epochs=100).inherits
+
+
 def test_job_round_trips_through_redis_and_proto() -> None:
     job = Job(
         id="j1",
-        spec=spec(epochs=5, seed=3),
+        spec=spec(epochs=5, seed=3, recent_rows=100, sensitive_attribute="sex", processes=2),
         state="succeeded",
         progress=1.0,
         run_id="r",
@@ -52,6 +59,8 @@ def test_job_round_trips_through_redis_and_proto() -> None:
         metrics={"accuracy": 0.5},
         request_id="req",
         dataset_id="ds",
+        gates=[{"name": "holdout", "passed": True}],
+        inherited_from="churn/3",
         created_at=1.0,
         updated_at=2.0,
     )
@@ -65,7 +74,9 @@ def test_job_round_trips_through_redis_and_proto() -> None:
         5,
         {"accuracy": 0.5},
     )
-    assert JobSpec.from_proto(msg.spec) == job.spec
+    assert msg.spec.recent_rows == 100
+    back = JobSpec.from_proto(msg.spec)  # the proto carries no gate or process settings (REST only)
+    assert (back.model, back.features, back.recent_rows, back.sensitive_attribute) == ("churn", ["a", "b"], 100, "")
     d = job.to_dict()
     assert {"id", "state", "progress", "run_id", "model", "version", "error", "metrics"} <= d.keys()
     assert d["model"] == "churn" and d["created_at"].startswith("1970-01-01")

@@ -77,10 +77,25 @@ def test_training_leaves_global_rng_and_flags_alone() -> None:
     assert not torch.are_deterministic_algorithms_enabled()
 
 
-def test_progress_is_reported_per_epoch() -> None:
-    seen: list[float] = []
-    train(make_data(60), TrainConfig(epochs=4, seed=0, hidden=4), progress=seen.append, device=torch.device("cpu"))
-    assert seen == [0.25, 0.5, 0.75, 1.0]
+def test_each_epoch_is_reported_with_its_metrics() -> None:
+    seen: list[tuple[int, int, list[str]]] = []
+    train(make_data(60), TrainConfig(epochs=4, seed=0, hidden=4),
+          on_epoch=lambda e, n, points: seen.append((e, n, [p["key"] for p in points])), device=torch.device("cpu"))
+    assert seen == [(e, 4, ["train_loss", "holdout_loss", "accuracy"]) for e in range(1, 5)]
+
+
+def test_out_of_range_inputs_give_probabilities(result) -> None:
+    module = torch.jit.load(io.BytesIO(result.artifact))
+    x = torch.tensor([[float("inf"), -float("inf"), float("nan")], [1e30, -1e30, 3.4e38], [0.0, 0.0, 0.0]])
+    out = module(x)
+    assert torch.isfinite(out).all() and torch.allclose(out.sum(dim=1), torch.ones(3))
+
+
+def test_result_carries_what_the_gates_and_reference_need(result) -> None:
+    assert len(result.holdout_index) == result.metrics["holdout_rows"] == len(result.holdout_pred)
+    assert result.scores.shape == (400,) and ((result.scores >= 0) & (result.scores <= 1)).all()
+    assert "duration_s" not in result.metrics  # metrics depend on data, code and seed only
+    assert result.onnx is not None or "ONNX export unavailable" in result.onnx_note
 
 
 def test_split_and_standardization_edges() -> None:
@@ -91,9 +106,3 @@ def test_split_and_standardization_edges() -> None:
     x = np.array([[1.0, np.nan, 5.0], [3.0, np.nan, 5.0]], dtype=np.float32)
     mean, std = standardization(x)
     assert mean.tolist() == [2.0, 0.0, 5.0] and std.tolist() == [1.0, 1.0, 1.0]
-
-
-def test_long_trainings_keep_a_bounded_history(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("services.trainer.training.MAX_HISTORY_POINTS", 4)
-    r = train(make_data(40), TrainConfig(epochs=10, seed=0, hidden=4), device=torch.device("cpu"))
-    assert [h["step"] for h in r.history if h["key"] == "accuracy"] == [3, 6, 9, 10]
