@@ -16,6 +16,7 @@ class Servicer(drift_pb2_grpc.DriftServiceServicer):
     async def GetDrift(
         self, request: drift_pb2.DriftReportRequest, context: grpc.aio.ServicerContext
     ) -> drift_pb2.DriftReport:
+        """The report; ``details_json`` holds every current score, as ``GET /v1/drift/{model}/{version}``."""
         if not request.model:
             raise InvalidArgument("model is required", field="model")
         if not request.version:
@@ -25,4 +26,9 @@ class Servicer(drift_pb2_grpc.DriftServiceServicer):
     async def ListAlerts(
         self, request: drift_pb2.ListAlertsRequest, context: grpc.aio.ServicerContext
     ) -> drift_pb2.ListAlertsResponse:
-        return drift_pb2.ListAlertsResponse(alerts=await self._monitor.alerts(limit=self._monitor.store.max_alerts))
+        """Newest first, filtered by model and version when given; ``limit`` 0 means 100."""
+        if request.limit < 0:
+            raise InvalidArgument("limit must be >= 0", field="limit")
+        limit = min(request.limit or 100, self._monitor.store.max_alerts)
+        alerts = await self._monitor.alerts(request.model or None, request.version or None, None, limit)
+        return drift_pb2.ListAlertsResponse(alerts=[a for a, _ in alerts])

@@ -3,9 +3,11 @@ report of one model version built from its Redis hash."""
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -17,6 +19,28 @@ def positive_score(outputs: list[float]) -> float | None:
     if not outputs or not math.isfinite(outputs[-1]):
         return None
     return float(outputs[-1])
+
+
+#: P(label) is clipped here before the log, so that one confident miss cannot dominate a detector's window.
+P_FLOOR = 1e-3
+
+
+def example_loss(outputs: list[float], label: float, loss: str = "log_loss") -> float | None:
+    """The per-example loss of a labelled prediction: log loss of P(label), or the 0/1 error."""
+    if loss == "zero_one":
+        return error_indicator(outputs, label)
+    if not outputs or not math.isfinite(label) or label < 0 or label != int(label):
+        return None
+    k = int(label)
+    if len(outputs) == 1 and k in (0, 1):
+        p = outputs[0] if k == 1 else 1.0 - outputs[0]
+    elif k < len(outputs):
+        p = outputs[k]
+    else:
+        p = 0.0
+    if not math.isfinite(p):
+        return None
+    return -math.log(min(max(p, P_FLOOR), 1.0 - P_FLOOR))
 
 
 def error_indicator(outputs: list[float], label: float) -> float | None:
@@ -61,7 +85,7 @@ def build_alert(
     return alert
 
 
-def alert_to_dict(alert: events_pb2.DriftAlert) -> dict[str, object]:
+def alert_to_dict(alert: events_pb2.DriftAlert, evidence: dict[str, Any] | None = None) -> dict[str, object]:
     return {
         "alert_id": alert.alert_id,
         "model": alert.model,
@@ -72,61 +96,123 @@ def alert_to_dict(alert: events_pb2.DriftAlert) -> dict[str, object]:
         "threshold": alert.threshold,
         "detector": alert.detector,
         "time": alert.time.ToDatetime(tzinfo=UTC).isoformat() if alert.HasField("time") else None,
+        "evidence": evidence,
     }
 
 
-def _iso(epoch: str | None) -> str | None:
+def _iso(epoch: str | float | None) -> str | None:
     return datetime.fromtimestamp(float(epoch), UTC).isoformat() if epoch else None
+
+
+KINDS = ("data", "prediction", "concept", "quality")
 
 
 @dataclass(frozen=True, slots=True)
 class Report:
-    """Drift state of one model version, from the hash kept by :class:`services.drift.store.DriftStore`."""
+    """Drift state of one model version: the hash kept by :class:`services.drift.store.DriftStore`, the
+    recent labelled outcomes and the reference's status."""
 
     model: str
     version: str
-    predictions: int
-    scored: int
-    score_sum: float
-    labels: int
-    labels_scored: int
-    error_sum: float
-    prediction_alerts: int
-    concept_alerts: int
-    prediction_alert_at: str | None
-    concept_alert_at: str | None
-    last_seen: str | None
+    state: dict[str, str]
     detector: str
+    outcomes: list[tuple[float, float]]
+    reference: dict[str, Any]
+    concept_loss: str = "log_loss"
 
     @classmethod
-    def from_hash(cls, model: str, version: str, h: dict[str, str], detector: str) -> Report:
-        def num(name: str) -> float:
-            return float(h.get(name) or 0)
+    def build(
+        cls,
+        model: str,
+        version: str,
+        state: dict[str, str],
+        detector: str,
+        outcomes: list[tuple[float, float]] | None = None,
+        reference: dict[str, Any] | None = None,
+        concept_loss: str = "log_loss",
+    ) -> Report:
+        return cls(model, version, state, detector, outcomes or [], reference or {"status": "not_checked"},
+                   concept_loss)
 
-        return cls(
-            model=model,
-            version=version,
-            predictions=int(num("predictions")),
-            scored=int(num("scored")),
-            score_sum=num("score_sum"),
-            labels=int(num("labels")),
-            labels_scored=int(num("labels_scored")),
-            error_sum=num("error_sum"),
-            prediction_alerts=int(num("prediction_alerts")),
-            concept_alerts=int(num("concept_alerts")),
-            prediction_alert_at=_iso(h.get("prediction_alert_at")),
-            concept_alert_at=_iso(h.get("concept_alert_at")),
-            last_seen=_iso(h.get("last_seen")),
-            detector=detector,
-        )
+    def num(self, name: str) -> float:
+        return float(self.state.get(name) or 0)
+
+    @property
+    def predictions(self) -> int:
+        return int(self.num("predictions"))
+
+    @property
+    def labels(self) -> int:
+        return int(self.num("labels"))
 
     @property
     def prediction_mean(self) -> float:
-        return self.score_sum / self.scored if self.scored else 0.0
+        scored = self.num("scored")
+        return self.num("score_sum") / scored if scored else 0.0
 
     @property
     def accuracy(self) -> float | None:
-        return 1.0 - self.error_sum / self.labels_scored if self.labels_scored else None
+        n = self.num("labels_scored")
+        return 1.0 - self.num("error_sum") / n if n else None
+
+    def _json(self, name: str) -> Any:
+        raw = self.state.get(name)
+        return json.loads(raw) if raw else None
+
+    def _sequential(self, kind: str) -> dict[str, Any]:
+        prefix = f"seq:{kind}:"
+        return {k[len(prefix):]: json.loads(v) for k, v in sorted(self.state.items()) if k.startswith(prefix)}
+
+    def drifting(self) -> dict[str, bool]:
+        def seq(kind: str) -> bool:
+            return any(s.get("drifting") for s in self._sequential(kind).values())
+
+        def window(check: str) -> bool:
+            return bool((self._json(f"state:{check}") or {}).get("drifting"))
+
+        return {
+            "data": window("data"),
+            "prediction": seq("prediction") or window("prediction_window"),
+            "concept": seq("concept"),
+            "quality": window("quality"),
+        }
+
+    def window_quality(self) -> dict[str, Any]:
+        n = len(self.outcomes)
+        return {
+            "labels": n,
+            "accuracy": sum(c for c, _ in self.outcomes) / n if n else None,
+            "log_loss": sum(loss for _, loss in self.outcomes) / n if n else None,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "model": self.model,
+            "version": self.version,
+            "predictions": self.predictions,
+            "labels": self.labels,
+            "prediction_mean": self.prediction_mean,
+            "accuracy": self.accuracy,
+            "recent": self.window_quality(),
+            "detector": self.detector,
+            "concept_loss": self.concept_loss,
+            "last_seen": _iso(self.state.get("last_seen")),
+            "reference": self.reference,
+            "drifting": self.drifting(),
+        }
+        for kind in KINDS:
+            out[f"{kind}_drift"] = self.num(f"{kind}_alerts") > 0
+            out[f"{kind}_alerts"] = int(self.num(f"{kind}_alerts"))
+            out[f"{kind}_alert_at"] = _iso(self.state.get(f"{kind}_alert_at"))
+            out[f"{kind}_suppressed"] = int(self.num(f"{kind}_suppressed"))
+        out["scores"] = {
+            "data": self._json("scores:data"),
+            "prediction": {"partitions": self._sequential("prediction"),
+                           "window": self._json("state:prediction_window")},
+            "concept": {"partitions": self._sequential("concept")},
+            "states": {check: self._json(f"state:{check}") for check in ("data", "prediction_window", "quality")},
+        }
+        return out
 
     def to_proto(self) -> drift_pb2.DriftReport:
         return drift_pb2.DriftReport(
@@ -135,23 +221,6 @@ class Report:
             predictions=self.predictions,
             labels=self.labels,
             prediction_mean=self.prediction_mean,
-            prediction_drift=self.prediction_alerts > 0,
+            prediction_drift=self.num("prediction_alerts") > 0,
+            details_json=json.dumps(self.to_dict(), default=float),
         )
-
-    def to_dict(self) -> dict[str, object]:
-        return {
-            "model": self.model,
-            "version": self.version,
-            "predictions": self.predictions,
-            "labels": self.labels,
-            "prediction_mean": self.prediction_mean,
-            "prediction_drift": self.prediction_alerts > 0,
-            "prediction_alerts": self.prediction_alerts,
-            "prediction_alert_at": self.prediction_alert_at,
-            "accuracy": self.accuracy,
-            "concept_drift": self.concept_alerts > 0,
-            "concept_alerts": self.concept_alerts,
-            "concept_alert_at": self.concept_alert_at,
-            "last_seen": self.last_seen,
-            "detector": self.detector,
-        }

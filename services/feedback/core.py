@@ -123,7 +123,9 @@ class FeedbackCore:
         )
         if fb.HasField("label"):
             await self._producer.send(
-                topics.LABELS, build_label(prediction, fb), key=pid, event_id=label_event_id(pid)
+                # Keyed by model: a version's labels are one ordered stream in one partition, which the
+                # drift service's sequential detectors need.
+                topics.LABELS, build_label(prediction, fb), key=prediction.model, event_id=label_event_id(pid)
             )
         quality = await self.store.finish(pid, prediction.model, prediction.version, result)
         if quality is not None:

@@ -47,6 +47,7 @@ class QualityOut(BaseModel):
     value_count: int
     value_mean: float | None
     log_loss: float | None
+    calibration_error: float | None
 
 
 _ONE = TypeAdapter(FeedbackIn)

@@ -7,10 +7,12 @@ import math
 from dataclasses import dataclass
 
 from mlops.errors import InvalidArgument
-from mlops.v1 import events_pb2
+from mlops.v1 import events_pb2, feedback_pb2
 
 #: Probabilities are clipped to [EPS, 1 - EPS] before the log, as sklearn's log_loss does.
 EPS = 1e-15
+#: Equal-width confidence bins of the expected calibration error.
+CALIBRATION_BINS = 10
 MAX_ID_LEN = 256
 
 
@@ -64,6 +66,18 @@ def is_correct(outputs: list[float], label: int) -> bool:
     return argmax(outputs) == label
 
 
+def confidence(outputs: list[float]) -> float | None:
+    """The probability the model gave its predicted class (max(p, 1 - p) for one binary score)."""
+    if not outputs:
+        return None
+    c = max(outputs[0], 1.0 - outputs[0]) if len(outputs) == 1 else max(outputs)
+    return min(max(c, 0.0), 1.0) if math.isfinite(c) else None
+
+
+def calibration_bin(conf: float) -> int:
+    return min(int(conf * CALIBRATION_BINS), CALIBRATION_BINS - 1)
+
+
 @dataclass(frozen=True, slots=True)
 class Outcome:
     """What one joined feedback contributes: the reward for the router and the quality figures."""
@@ -73,6 +87,7 @@ class Outcome:
     correct: bool | None = None
     log_loss: float | None = None
     value: float | None = None
+    confidence: float | None = None  # of the predicted class, when labelled: for the calibration error
 
 
 def outcome(prediction: events_pb2.Prediction, fb: events_pb2.Feedback) -> Outcome:
@@ -92,7 +107,8 @@ def outcome(prediction: events_pb2.Prediction, fb: events_pb2.Feedback) -> Outco
         reward = value
     else:
         reward = 1.0 if correct else 0.0
-    return Outcome(reward=reward, label=label, correct=correct, log_loss=loss, value=value)
+    conf = confidence(outputs) if correct is not None else None
+    return Outcome(reward=reward, label=label, correct=correct, log_loss=loss, value=value, confidence=conf)
 
 
 def build_reward(prediction: events_pb2.Prediction, fb: events_pb2.Feedback, result: Outcome) -> events_pb2.Reward:
@@ -136,6 +152,8 @@ class Quality:
     value_sum: float
     log_loss_count: int
     log_loss_sum: float
+    #: per confidence bin: (outcomes, sum of confidence, correct ones)
+    calibration: tuple[tuple[int, float, int], ...] = ()
 
     @classmethod
     def from_hash(cls, model: str, version: str, raw: dict[bytes, bytes] | dict[str, str]) -> Quality:
@@ -155,6 +173,10 @@ class Quality:
             value_sum=num("value_sum"),
             log_loss_count=int(num("log_loss_count")),
             log_loss_sum=num("log_loss_sum"),
+            calibration=tuple(
+                (int(num(f"cal_n:{b}")), num(f"cal_conf:{b}"), int(num(f"cal_ok:{b}")))
+                for b in range(CALIBRATION_BINS)
+            ),
         )
 
     @property
@@ -173,6 +195,26 @@ class Quality:
     def log_loss(self) -> float | None:
         return self.log_loss_sum / self.log_loss_count if self.log_loss_count else None
 
+    @property
+    def calibration_error(self) -> float | None:
+        """Expected calibration error: sum over confidence bins of (share of outcomes) x |accuracy - confidence|."""
+        total = sum(n for n, _, _ in self.calibration)
+        if not total:
+            return None
+        return sum(abs(ok - conf) for n, conf, ok in self.calibration if n) / total
+
+    def to_proto(self) -> feedback_pb2.Quality:
+        """Figures without data (no labels, no values) are NaN."""
+
+        def f(x: float | None) -> float:
+            return math.nan if x is None else x
+
+        return feedback_pb2.Quality(
+            model=self.model, version=self.version, outcomes=self.count, accuracy=f(self.accuracy),
+            log_loss=f(self.log_loss), calibration_error=f(self.calibration_error), mean_reward=f(self.reward_mean),
+            mean_value=f(self.value_mean),
+        )
+
     def to_dict(self) -> dict[str, object]:
         return {
             "model": self.model,
@@ -184,4 +226,5 @@ class Quality:
             "value_count": self.value_count,
             "value_mean": self.value_mean,
             "log_loss": self.log_loss,
+            "calibration_error": self.calibration_error,
         }

@@ -23,6 +23,10 @@ QUALITY_ACCURACY = Gauge("mlops_feedback_accuracy", "Online accuracy from labell
 QUALITY_REWARD = Gauge("mlops_feedback_reward_mean", "Mean reward of joined feedback.", ["model", "version"])
 QUALITY_VALUE = Gauge("mlops_feedback_value_mean", "Mean business value of joined feedback.", ["model", "version"])
 QUALITY_LOG_LOSS = Gauge("mlops_feedback_log_loss", "Mean log loss of labelled feedback.", ["model", "version"])
+QUALITY_CALIBRATION = Gauge(
+    "mlops_feedback_calibration_error", "Expected calibration error (10 confidence bins) of labelled feedback.",
+    ["model", "version"],
+)
 
 
 def publish_quality(q: Quality) -> None:
@@ -33,6 +37,7 @@ def publish_quality(q: Quality) -> None:
         (QUALITY_REWARD, q.reward_mean),
         (QUALITY_VALUE, q.value_mean),
         (QUALITY_LOG_LOSS, q.log_loss),
+        (QUALITY_CALIBRATION, q.calibration_error),
     ):
         if figure is not None:
             gauge.labels(*labels).set(figure)

@@ -25,7 +25,7 @@ from typing import Literal
 
 from redis.asyncio import Redis
 
-from services.feedback.join import Outcome, Quality
+from services.feedback.join import Outcome, Quality, calibration_bin
 
 PREFIX = "mlops:feedback:"
 
@@ -82,7 +82,8 @@ return {'stored'}
 """
 
 # KEYS: join, quality, quality-index, stats. ARGV: index member, reward, labeled, correct, has_value, value,
-# has_log_loss, log_loss. Returns the quality hash, or nil when the join was already finished.
+# has_log_loss, log_loss, calibration bin ('' for none), confidence. Returns the quality hash, or nil when
+# the join was already finished.
 _FINISH = """
 if redis.call('HGET', KEYS[1], 'state') ~= 'claimed' then return nil end
 redis.call('HSET', KEYS[1], 'state', 'emitted')
@@ -102,6 +103,11 @@ end
 if ARGV[7] == '1' then
   redis.call('HINCRBY', KEYS[2], 'log_loss_count', 1)
   redis.call('HINCRBYFLOAT', KEYS[2], 'log_loss_sum', ARGV[8])
+end
+if ARGV[9] ~= '' then
+  redis.call('HINCRBY', KEYS[2], 'cal_n:' .. ARGV[9], 1)
+  redis.call('HINCRBYFLOAT', KEYS[2], 'cal_conf:' .. ARGV[9], ARGV[10])
+  redis.call('HINCRBY', KEYS[2], 'cal_ok:' .. ARGV[9], tonumber(ARGV[4]))
 end
 return redis.call('HGETALL', KEYS[2])
 """
@@ -248,6 +254,8 @@ class JoinStore:
                 repr(result.value or 0.0),
                 "1" if result.log_loss is not None else "0",
                 repr(result.log_loss or 0.0),
+                "" if result.confidence is None else str(calibration_bin(result.confidence)),
+                repr(result.confidence or 0.0),
             ],
         )
         if raw is None:

@@ -93,11 +93,26 @@ async def test_exactly_one_reward_per_prediction_in_any_order(stack: Stack) -> N
                 if (header(x, "event_id") or "").startswith(f"label:{run}-")
             )
             assert labelled == {pid: 1 for i, pid in enumerate(pids) if i % 3 == 0}
+            assert {x.key for x in labels if (header(x, "event_id") or "").startswith(f"label:{run}-")} == {
+                model.encode()}, "labels are keyed by model"
 
             q = (await http.get(stack.url("feedback", f"/v1/quality/{model}/1"))).json()
             assert q["count"] == N and q["labeled"] == len(labelled) and q["value_count"] == N // 3
             assert q["accuracy"] == pytest.approx(0.5) and q["log_loss"] is not None
+            # Labelled ones: p in {0.05, 0.35, 0.65, 0.95} (i % 3 == 0 of (i % 10) / 10 + 0.05), label 1.
+            assert 0.0 < q["calibration_error"] < 1.0
             assert (await http.get(stack.url("feedback", f"/v1/quality/{model}/2"))).status_code == 404
+            async with channel(stack.grpc("feedback")) as ch:
+                stub = feedback_pb2_grpc.FeedbackServiceStub(ch)
+                got = await stub.GetQuality(feedback_pb2.QualityRequest(model=model, version="1"))
+                assert got.outcomes == N and got.accuracy == pytest.approx(q["accuracy"])
+                assert got.calibration_error == pytest.approx(q["calibration_error"])
+                assert got.mean_value == pytest.approx(2.0) and got.log_loss == pytest.approx(q["log_loss"])
+                for request, code in ((feedback_pb2.QualityRequest(model=model, version="2"), "NOT_FOUND"),
+                                      (feedback_pb2.QualityRequest(version="1"), "INVALID_ARGUMENT")):
+                    with pytest.raises(grpc.aio.AioRpcError) as err:
+                        await stub.GetQuality(request)
+                    assert err.value.code().name == code
     finally:
         await producer.stop()
 

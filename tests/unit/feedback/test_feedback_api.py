@@ -20,9 +20,11 @@ from services.feedback.store import JoinStep
 @dataclass
 class FakeProducer:
     sent: list[tuple[str, object, str | None]] = field(default_factory=list)
+    keys: list[object] = field(default_factory=list)
 
     async def send(self, topic: str, message: object, *, key: object = None, event_id: str | None = None) -> str:
         self.sent.append((topic, message, event_id))
+        self.keys.append(key)
         return event_id or ""
 
     async def send_many(self, topic: str, items: list[tuple[str, object, str]]) -> None:
@@ -126,6 +128,7 @@ async def test_a_join_emits_reward_and_label_then_finishes() -> None:
     core, producer, store = _core(FakeStore(JoinStep("joined", pred.SerializeToString(), fb.SerializeToString())))
     await core.on_feedback(fb, fb.SerializeToString(), 0, 5)
     assert [(t, e) for t, _, e in producer.sent] == [("rewards", "reward:p1"), ("labels", "label:p1")]
+    assert producer.keys == ["p1", "m"], "labels are keyed by model: one ordered stream per version for drift"
     assert store.finished[0][1].reward == 1.0
 
 

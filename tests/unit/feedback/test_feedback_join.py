@@ -124,3 +124,23 @@ def test_quality_from_redis_hash() -> None:
     assert (q.accuracy, q.reward_mean, q.value_mean, q.log_loss) == (0.5, 0.75, 10.5, 0.5)
     empty = Quality.from_hash("m", "1", {})
     assert empty.to_dict()["accuracy"] is None and empty.reward_mean is None
+
+
+def test_labelled_outcomes_carry_the_confidence_of_the_predicted_class() -> None:
+    assert outcome(_pred([0.2, 0.8]), _fb(label=0)).confidence == pytest.approx(0.8)
+    assert outcome(_pred([0.3]), _fb(label=0)).confidence == pytest.approx(0.7)
+    assert outcome(_pred([0.2, 0.8]), _fb(value=1.0)).confidence is None
+
+
+def test_calibration_error_is_the_expected_calibration_error() -> None:
+    # Bin 8 ([0.8, 0.9)): 10 outcomes at confidence 0.85, 6 right -> |0.6 - 0.85| weighted by 10/20;
+    # bin 5: 10 outcomes at 0.55, 5 right -> |0.5 - 0.55| weighted by 10/20.
+    h = {"count": "20", "labeled": "20", "correct": "11", "cal_n:8": "10", "cal_conf:8": "8.5", "cal_ok:8": "6",
+         "cal_n:5": "10", "cal_conf:5": "5.5", "cal_ok:5": "5"}
+    q = Quality.from_hash("m", "1", h)
+    assert q.calibration_error == pytest.approx(0.5 * 0.25 + 0.5 * 0.05)
+    assert q.to_dict()["calibration_error"] == pytest.approx(0.15)
+    proto = q.to_proto()
+    assert proto.outcomes == 20 and proto.accuracy == pytest.approx(0.55)
+    assert proto.calibration_error == pytest.approx(0.15) and math.isnan(proto.mean_value)
+    assert Quality.from_hash("m", "1", {}).calibration_error is None
