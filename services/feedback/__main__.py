@@ -1,5 +1,6 @@
 """Feedback service: joins business outcomes to predictions, emitting rewards and labels exactly once."""
 
+from mlops.archive import mount as archive
 from mlops.bus import topics
 from mlops.service import Service, run_main
 from mlops.settings import PlatformSettings, service_settings
@@ -29,6 +30,8 @@ async def main() -> None:
     service.add_consumer(topics.PREDICTIONS, consumers.on_prediction(core))
     service.add_consumer(topics.FEEDBACK_RAW, consumers.on_feedback(core))
     service.add_task(core.run_sweeper)
+    # The prediction archive (GET /v1/predictions): predictions with their outcomes, as Parquet by date.
+    archive.mount(service)
     service.on_stop(core.stop)
     await service.run()
 
