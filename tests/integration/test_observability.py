@@ -95,3 +95,29 @@ async def test_every_service_exposes_the_documented_metrics(stack: Stack) -> Non
             missing = [m for m, where in documented.items() if service in where and m not in exposed
                        and m.removesuffix("_total") not in exposed]
             assert not missing, f"{service} lacks documented metrics {missing}"
+
+
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+
+
+def _referenced_metrics() -> dict[str, set[str]]:
+    """``file -> metric names`` used by the Grafana dashboards and the Prometheus alert rules."""
+    out: dict[str, set[str]] = {}
+    files = [*sorted((DEPLOY / "grafana" / "dashboards").glob("*.json")), DEPLOY / "prometheus" / "alerts.yml"]
+    for path in files:
+        names = set(re.findall(r"\b(mlops_[a-z0-9_]+)", path.read_text()))
+        out[path.name] = {re.sub(r"_(bucket|sum|count)$", "", n) for n in names}
+    return out
+
+
+async def test_dashboards_and_alerts_reference_only_metrics_that_exist(stack: Stack) -> None:
+    exposed: set[str] = set()
+    async with httpx.AsyncClient(timeout=30) as http:
+        for service in SERVICES:
+            text = (await http.get(stack.url(service, "/metrics"))).text
+            exposed |= set(re.findall(r"^# HELP (\S+)", text, flags=re.M))
+    # Counters are declared without their _total suffix in HELP lines.
+    exposed |= {f"{n}_total" for n in exposed}
+    for name, metrics in _referenced_metrics().items():
+        unknown = sorted(m for m in metrics if m not in exposed)
+        assert not unknown, f"{name} uses metrics no service exposes: {unknown}"
