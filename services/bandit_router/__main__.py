@@ -10,6 +10,7 @@ from mlops.v1 import bandit_router_pb2_grpc
 from services.bandit_router import consumers, grpc_api, http
 from services.bandit_router.clients import FeatureLookup, InferenceCaller, RegistryLookup
 from services.bandit_router.core import Router
+from services.bandit_router.experiments import Controller
 from services.bandit_router.settings import RouterSettings
 from services.bandit_router.store import RouterStore
 
@@ -27,6 +28,7 @@ async def main() -> None:
         producer=service.producer,
         settings=config,
     )
+    controller = Controller(router, service.producer)
     service.add_http(http.router(router))
     service.add_grpc(
         lambda server: bandit_router_pb2_grpc.add_BanditRouterServiceServicer_to_server(
@@ -34,6 +36,9 @@ async def main() -> None:
         )
     )
     service.add_consumer(topics.REWARDS, consumers.on_reward(router))
+    service.add_consumer(topics.MODELS_LIFECYCLE, consumers.on_lifecycle(controller), group=config.lifecycle_group)
+    service.add_task(controller.run)
+    service.on_stop(controller.stop)
     service.on_stop(router.drain)
     for ch in channels.values():
         service.on_stop(ch.close)

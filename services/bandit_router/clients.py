@@ -2,9 +2,11 @@
 features by entity) and inference (KServe V2 ``ModelInfer`` on tritonclient's message types).
 
 Peer failures become :class:`Unavailable` (503, retryable). A variant that cannot serve right now
-raises :class:`Unservable` (the registry has no such version, or its alias points nowhere: 409) or
-:class:`NotLoaded` (inference has not loaded that version, or is still loading it: 503); the router
-falls back to another variant on either.
+raises :class:`Unservable` (the registry has no such version, or its alias points nowhere: 409),
+:class:`NotLoaded` (inference has not loaded that version, or is still loading it: 503) or
+:class:`InferenceFailed` (inference errored on it: 503); the router counts an error against the variant
+and falls back to another one. The registry client also moves stages (promotion, retirement) as the
+actor ``bandit-router``.
 """
 
 from __future__ import annotations
@@ -42,7 +44,16 @@ class NotLoaded(Unavailable):
     """Inference does not serve the variant's version (not loaded, or still loading)."""
 
 
-FALLBACK_ERRORS: tuple[type[Exception], ...] = (Unservable, NotLoaded)
+class InferenceFailed(Unavailable):
+    """Inference failed on the variant's version (an error, a deadline): another variant answers."""
+
+
+#: Errors of one variant that let another variant answer the request instead.
+FALLBACK_ERRORS: tuple[type[Exception], ...] = (Unservable, NotLoaded, InferenceFailed)
+
+#: Who the registry records as the actor of the router's stage changes.
+ACTOR = "bandit-router"
+ACTOR_METADATA = "x-mlops-actor"
 
 
 def _peer_error(peer: str, exc: grpc.aio.AioRpcError) -> MlopsError:
@@ -111,6 +122,33 @@ class RegistryLookup:
         return self._remember(self._signature(mv))
 
 
+    async def version(self, model: str, version: str) -> registry_pb2.ModelVersion:
+        """The version as the registry has it now (uncached: its stage changes)."""
+        try:
+            return await self._stub.GetModelVersion(
+                registry_pb2.ModelVersionRef(model=model, version=version), timeout=self._timeout
+            )
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.NOT_FOUND:
+                raise Unservable(f"model '{model}' version '{version}' is not in the registry") from None
+            raise _peer_error("registry", exc) from None
+
+    async def set_stage(self, model: str, version: str, stage: str, reason: str) -> registry_pb2.ModelVersion:
+        """Move a version to ``stage`` (the registry archives the previous production on promotion)."""
+        try:
+            mv = await self._stub.SetStage(
+                registry_pb2.SetStageRequest(model=model, version=version, stage=stage, reason=reason),
+                timeout=self._timeout,
+                metadata=((ACTOR_METADATA, ACTOR),),
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise _peer_error("registry", exc) from None
+        # Aliases moved: forget the cached ones of this model so the next request resolves afresh.
+        for key in [k for k in self._aliases if k[0] == model]:
+            self._aliases.pop(key, None)
+        return mv
+
+
 class FeatureLookup:
     """Online features of one entity from the feature service."""
 
@@ -156,7 +194,11 @@ class InferenceCaller:
         except grpc.aio.AioRpcError as exc:
             if exc.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.UNAVAILABLE):
                 raise NotLoaded(f"inference cannot serve {sig.model}:{sig.version}: {exc.details()}") from None
-            raise _peer_error("inference", exc) from None
+            if exc.code() == grpc.StatusCode.INVALID_ARGUMENT:
+                raise _peer_error("inference", exc) from None
+            raise InferenceFailed(
+                f"inference failed on {sig.model}:{sig.version}: {exc.code().name}: {exc.details()}"
+            ) from None
         return decode_output(response, sig.output_name)
 
 

@@ -1,9 +1,15 @@
-"""The router's logic, shared by REST, gRPC and the rewards consumer.
+"""The router's logic, shared by REST, gRPC and the Kafka consumers.
 
-``predict``: read the endpoint's spec (briefly cached), let its policy pick a variant, resolve the
+``predict``: read the endpoint's spec (briefly cached), let its policy pick among the live variants
+(from the statistics every replica shares in Redis, and for LinUCB the request's context), resolve the
 variant to a model version and its signature (registry, cached), assemble the feature row in signature
-order (request values first, the online store for the rest), call inference, count the decision and
-publish a ``Prediction``. ``state``: the spec with live per-variant statistics.
+order (request values first, the online store for the rest), call inference, record the decision (it
+waits for its reward in Redis), publish a ``Prediction`` keyed ``model:version``, and mirror the request
+to shadow variants in the background. A variant that cannot serve counts an error and another answers.
+
+``update_endpoint`` is the one way specs change (users' PUTs, arms added, promotions, rollbacks): a
+compare-and-set on the spec's revision, retried on conflict, with the statistic resets and events of the
+change applied in the same atomic step.
 """
 
 from __future__ import annotations
@@ -14,14 +20,15 @@ import math
 import random
 import time
 import uuid
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from google.protobuf import timestamp_pb2
 
 from mlops.bus import topics
 from mlops.bus.producer import Producer
-from mlops.errors import InvalidArgument, NotFound
+from mlops.errors import Conflict, InvalidArgument, NotFound
 from mlops.v1 import events_pb2
 from services.bandit_router import metrics
 from services.bandit_router import spec as specs
@@ -32,13 +39,20 @@ from services.bandit_router.clients import (
     RegistryLookup,
     Signature,
 )
-from services.bandit_router.policies import Policy
+from services.bandit_router.policies import Arms, LinUCBPolicy, Policy
 from services.bandit_router.settings import RouterSettings
+from services.bandit_router.shadow import Mirror
 from services.bandit_router.spec import EndpointSpec, VariantSpec
-from services.bandit_router.stats import VariantStats, probability_best, traffic_shares
-from services.bandit_router.store import RouterStore
+from services.bandit_router.state import EndpointState, build_state
+from services.bandit_router.stats import VariantStats
+from services.bandit_router.store import Event, RouterStore
 
 log = logging.getLogger(__name__)
+
+#: A change to a spec: the new spec, the variants whose statistics restart, and the events it records;
+#: None when there is nothing to change.
+Change = tuple[EndpointSpec, list[str], list[Event]]
+Changer = Callable[[EndpointSpec | None], Change | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,18 +64,12 @@ class PredictResult:
     variant: str
 
 
-@dataclass(frozen=True, slots=True)
-class VariantState:
-    spec: VariantSpec
-    stats: VariantStats
-    traffic_share: float
-    probability_best: float | None
-
-
-@dataclass(frozen=True, slots=True)
-class EndpointState:
+@dataclass(slots=True)
+class _Cached:
+    expires: float
     spec: EndpointSpec
-    variants: list[VariantState]
+    policy: Policy
+    extras: dict[str, Any] = field(default_factory=dict)
 
 
 def feature_value(name: str, value: Any) -> float:
@@ -92,8 +100,24 @@ def feature_row(
     return row
 
 
+def user_change(new: EndpointSpec) -> Changer:
+    """A user's PUT: replace the spec; variants retargeted or removed restart their statistics."""
+
+    def change(current: EndpointSpec | None) -> Change:
+        if current is None:
+            return new, [], [Event.now("created", variants=[v.name for v in new.variants], policy=new.policy.type)]
+        old = {v.name: v.target for v in current.variants}
+        names = {v.name for v in new.variants}
+        reset = [v.name for v in new.variants if v.name in old and old[v.name] != v.target]
+        reset += [n for n in old if n not in names]
+        event = Event.now("updated", variants=[v.name for v in new.variants], policy=new.policy.type, reset=reset)
+        return new, reset, [event]
+
+    return change
+
+
 class Router:
-    """Endpoint specs, variant choice, predictions and reward statistics."""
+    """Endpoint specs, variant choice, predictions, rewards and live state."""
 
     def __init__(
         self,
@@ -105,71 +129,108 @@ class Router:
         settings: RouterSettings,
         rng: random.Random | None = None,
     ) -> None:
-        self._store = store
-        self._registry = registry
+        self.store = store
+        self.registry = registry
         self._features = features
         self._inference = inference
         self._producer = producer
-        self._settings = settings
+        self.settings = settings
         self._rng = rng or random.Random()
-        self._specs: dict[str, tuple[float, EndpointSpec, Policy]] = {}
+        self._specs: dict[str, _Cached] = {}
+        self._stats: dict[str, tuple[float, list[str], list[VariantStats]]] = {}
         self._background: set[asyncio.Task[None]] = set()
+        self.mirror = Mirror(self._serve, self._publish_quietly, store, settings.shadow_max_inflight, self._rng)
 
     # -- specs ---------------------------------------------------------------------------------------
+    @staticmethod
+    def checked_policy(spec: EndpointSpec) -> Policy:
+        policy = Policy.create(spec.policy.type, spec.policy.params)
+        policy.check_variants(spec.variants)
+        return policy
+
     async def put_endpoint(self, spec: EndpointSpec) -> EndpointSpec:
         spec = specs.validate(spec)
-        policy = Policy.create(spec.policy.type, spec.policy.params)
-        previous = await self._store.get_spec(spec.endpoint)
-        old = {v.name: v.target for v in previous.variants} if previous else {}
-        reset = [v.name for v in spec.variants if v.name in old and old[v.name] != v.target]
-        await self._store.put_spec(spec, reset_variants=reset)
-        self._specs[spec.endpoint] = (time.monotonic() + self._settings.spec_cache_ttl_s, spec, policy)
-        return spec
+        self.checked_policy(spec)
+        stored = await self.update_endpoint(spec.endpoint, user_change(spec))
+        assert stored is not None
+        return stored
 
-    async def _spec(self, endpoint: str) -> tuple[EndpointSpec, Policy]:
+    async def update_endpoint(self, endpoint: str, changer: Changer, attempts: int = 20) -> EndpointSpec | None:
+        """Apply ``changer`` to the current spec by compare-and-set; the stored spec, or None if no change."""
+        for _ in range(attempts):
+            current = await self.store.get_spec(endpoint)
+            change = changer(current)
+            if change is None:
+                return None
+            new, reset, events = change
+            new = specs.validate(replace(new, endpoint=endpoint))
+            policy = self.checked_policy(new)
+            expected = current.revision if current else 0
+            clear_linear = isinstance(policy, LinUCBPolicy) and not _same_context(current, new)
+            revision = await self.store.put_spec(new, expected, reset, events, clear_linear=clear_linear)
+            if revision is not None:
+                stored = replace(new, revision=revision)
+                self._remember(stored, policy)
+                return stored
+            await asyncio.sleep(self._rng.uniform(0.0, 0.01))  # another writer won: read again
+        raise Conflict(f"endpoint '{endpoint}' is being changed concurrently; try again", field="endpoint")
+
+    def _remember(self, spec: EndpointSpec, policy: Policy) -> _Cached:
+        cached = _Cached(time.monotonic() + self.settings.spec_cache_ttl_s, spec, policy)
+        self._specs[spec.endpoint] = cached
+        return cached
+
+    async def _cached(self, endpoint: str) -> _Cached:
         hit = self._specs.get(endpoint)
-        if hit is not None and hit[0] > time.monotonic():
-            return hit[1], hit[2]
-        spec = await self._store.get_spec(endpoint)
+        if hit is not None and hit.expires > time.monotonic():
+            return hit
+        spec = await self.store.get_spec(endpoint)
         if spec is None:
             self._specs.pop(endpoint, None)
             raise NotFound(f"endpoint '{endpoint}' does not exist", field="endpoint")
-        policy = Policy.create(spec.policy.type, spec.policy.params)
-        self._specs[endpoint] = (time.monotonic() + self._settings.spec_cache_ttl_s, spec, policy)
-        return spec, policy
+        return self._remember(spec, Policy.create(spec.policy.type, spec.policy.params))
+
+    async def spec_and_policy(self, endpoint: str, fresh: bool = False) -> tuple[EndpointSpec, Policy]:
+        if fresh:
+            self._specs.pop(endpoint, None)
+        cached = await self._cached(endpoint)
+        return cached.spec, cached.policy
 
     async def list_endpoints(self) -> list[EndpointSpec]:
-        return await self._store.list_specs()
+        return await self.store.list_specs()
 
     async def state(self, endpoint: str) -> EndpointState:
-        spec = await self._store.get_spec(endpoint)
+        spec = await self.store.get_spec(endpoint)
         if spec is None:
             raise NotFound(f"endpoint '{endpoint}' does not exist", field="endpoint")
-        stats = await self._store.stats(endpoint, [v.name for v in spec.variants])
-        shares = traffic_shares(stats)
-        best = probability_best(stats)
-        return EndpointState(
-            spec=spec,
-            variants=[
-                VariantState(v, s, share, p) for v, s, share, p in zip(spec.variants, stats, shares, best, strict=True)
-            ],
-        )
+        policy = Policy.create(spec.policy.type, spec.policy.params)
+        stats = await self.store.stats(endpoint, [v.name for v in spec.variants], latency=True)
+        counters = await self.store.counters(endpoint)
+        events = await self.store.events(endpoint)
+        return build_state(spec, policy, stats, counters, events)
 
     # -- predictions ---------------------------------------------------------------------------------
-    async def _resolve(self, variant: VariantSpec) -> Signature:
+    async def resolve(self, variant: VariantSpec) -> Signature:
         if variant.version:
-            return await self._registry.signature(variant.model, variant.version)
-        return await self._registry.resolve(variant.model, variant.alias)
+            return await self.registry.signature(variant.model, variant.version)
+        return await self.registry.resolve(variant.model, variant.alias)
 
     async def _serve(
         self, variant: VariantSpec, given: dict[str, Any], entity_id: str | None
     ) -> tuple[Signature, list[float], list[float]]:
         """Resolve the variant, assemble its feature row and run it: ``(signature, row, outputs)``."""
-        signature = await self._resolve(variant)
+        signature = await self.resolve(variant)
         missing = [f for f in signature.features if f not in given]
         stored = await self._features.online(entity_id, missing) if missing and entity_id else {}
         row = feature_row(signature, given, stored, entity_id)
         return signature, row, await self._inference.infer(signature, row)
+
+    async def _context(self, policy: LinUCBPolicy, given: dict[str, Any], entity_id: str | None) -> dict[str, Any]:
+        """The request's features plus the context features it lacks, read from the online store."""
+        missing = [f for f in policy.features if f not in given]
+        if missing and entity_id:
+            given = {**await self._features.online(entity_id, missing), **given}
+        return given
 
     async def predict(
         self,
@@ -179,34 +240,108 @@ class Router:
         features: dict[str, Any] | None = None,
     ) -> PredictResult:
         start = time.perf_counter()
-        spec, policy = await self._spec(endpoint)
+        spec, policy = await self.spec_and_policy(endpoint)
         given = dict(features or {})
         if not given and not entity_id:
             raise InvalidArgument("give features, an entity_id, or both", field="features")
-        stats = await self._store.stats(endpoint, [v.name for v in spec.variants]) if policy.uses_stats else None
-        candidates = list(range(len(spec.variants)))
+        live = [spec.variants[i] for i in policy.live(spec.variants)]
+        names = [v.name for v in live]
+        stats = await self._live_stats(endpoint, names) if policy.uses_stats else [VariantStats()] * len(live)
+        context = linear = None
+        if isinstance(policy, LinUCBPolicy):
+            given = await self._context(policy, given, entity_id)
+            context = policy.context(given)
+            linear = await self.store.linear(endpoint, names, policy.dim)
+
+        candidates = list(range(len(live)))
+        failed: list[str] = []
         while True:
-            pool = [spec.variants[i] for i in candidates]
-            pool_stats = [stats[i] for i in candidates] if stats is not None else None
-            pick = policy.choose(endpoint, pool, pool_stats, unit_id or None, self._rng)
-            variant = pool[pick]
+            arms = Arms(
+                endpoint,
+                [live[i] for i in candidates],
+                [stats[i] for i in candidates],
+                unit_id or None,
+                context,
+                [linear[i] for i in candidates] if linear is not None else None,
+            )
+            pick = candidates[policy.pick(arms, self._rng)]
+            variant = live[pick]
+            served_at = time.perf_counter()
             try:
                 signature, row, outputs = await self._serve(variant, given, entity_id)
                 break
             except FALLBACK_ERRORS as exc:
-                # The variant cannot serve now (alias points nowhere, version not loaded yet): another one
-                # answers instead, so a half-configured endpoint degrades instead of failing requests.
+                # The variant cannot serve now (alias points nowhere, version not loaded, inference failed):
+                # another one answers, so a half-configured endpoint degrades instead of failing requests.
                 metrics.FALLBACKS.labels(endpoint, variant.name).inc()
-                del candidates[pick]
-                if not any(spec.variants[i].weight > 0 for i in candidates):
+                failed.append(variant.name)
+                candidates.remove(pick)
+                log.debug("variant %s of %s failed (%s); falling back", variant.name, endpoint, exc)
+                if not candidates:
+                    await self.store.record_errors(endpoint, failed)
                     raise
-                log.debug("variant %s of %s unservable (%s); falling back", variant.name, endpoint, exc)
-        latency_ms = (time.perf_counter() - start) * 1000.0
+        now = time.perf_counter()
+        serve_ms = (now - served_at) * 1000.0
+        latency_ms = (now - start) * 1000.0
 
         prediction_id = uuid.uuid4().hex
+        record = self._prediction(prediction_id, endpoint, variant, signature, row, outputs, unit_id, entity_id)
+        record.latency_ms = latency_ms
+        metrics.DECISIONS.labels(endpoint, variant.name).inc()
+        if policy.uses_stats:
+            self._count_locally(endpoint, variant.name)
+        timeout = policy.experiment.reward_timeout_s or self.settings.reward_timeout_s
+        writes: list[Awaitable[None]] = [
+            self.store.record_decision(
+                endpoint, variant.name, prediction_id, serve_ms, time.time() + timeout,
+                context.tolist() if context is not None else None,
+            )
+        ]
+        if failed:
+            writes.append(self.store.record_errors(endpoint, failed))
+        if self._producer is None:
+            await asyncio.gather(*writes)
+        elif self.settings.await_publish:
+            await asyncio.gather(*writes, self._publish(record))
+        else:
+            self._spawn(self._publish_quietly(record))
+            await asyncio.gather(*writes)
+        self.mirror.maybe(endpoint, spec, policy, prediction_id, given, entity_id, unit_id)
+        return PredictResult(prediction_id, signature.model, signature.version, outputs, variant.name)
+
+    async def _live_stats(self, endpoint: str, names: list[str]) -> list[VariantStats]:
+        """The variants' shared statistics, reused for ``stats_cache_ttl_s`` (plus this process's decisions)."""
+        hit = self._stats.get(endpoint)
+        now = time.monotonic()
+        if hit is not None and hit[0] > now and hit[1] == names:
+            return list(hit[2])
+        stats = await self.store.stats(endpoint, names)
+        if self.settings.stats_cache_ttl_s > 0:
+            self._stats[endpoint] = (now + self.settings.stats_cache_ttl_s, names, stats)
+        return stats
+
+    def _count_locally(self, endpoint: str, variant: str) -> None:
+        """Count a decision in the cached statistics, so that decision-driven policies (UCB, the minimum
+        sample) move on within the cache window instead of repeating one choice."""
+        hit = self._stats.get(endpoint)
+        if hit is not None and variant in hit[1]:
+            i = hit[1].index(variant)
+            hit[2][i] = replace(hit[2][i], decisions=hit[2][i].decisions + 1)
+
+    @staticmethod
+    def _prediction(
+        prediction_id: str,
+        endpoint: str,
+        variant: VariantSpec,
+        signature: Signature,
+        row: list[float],
+        outputs: list[float],
+        unit_id: str | None,
+        entity_id: str | None,
+    ) -> events_pb2.Prediction:
         now = timestamp_pb2.Timestamp()
         now.GetCurrentTime()
-        record = events_pb2.Prediction(
+        return events_pb2.Prediction(
             prediction_id=prediction_id,
             endpoint=endpoint,
             variant=variant.name,
@@ -217,38 +352,47 @@ class Router:
             features=dict(zip(signature.features, row, strict=True)),
             outputs=outputs,
             time=now,
-            latency_ms=latency_ms,
         )
-        metrics.DECISIONS.labels(endpoint, variant.name).inc()
-        counted = self._store.count_decision(endpoint, variant.name)
-        if self._producer is None:
-            await counted
-        elif self._settings.await_publish:
-            await asyncio.gather(counted, self._publish(record))
-        else:
-            task = asyncio.create_task(self._publish(record))
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
-            await counted
-        return PredictResult(prediction_id, signature.model, signature.version, outputs, variant.name)
+
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def _publish(self, record: events_pb2.Prediction) -> None:
         assert self._producer is not None
+        # Keyed by model:version so that one version's predictions share a partition (the drift service
+        # follows each version's stream in order).
+        await self._producer.send(
+            topics.PREDICTIONS, record, key=f"{record.model}:{record.version}",
+            event_id=f"prediction:{record.prediction_id}",
+        )
+
+    async def _publish_quietly(self, record: events_pb2.Prediction) -> None:
+        if self._producer is None:
+            return
         try:
-            await self._producer.send(
-                topics.PREDICTIONS, record, key=record.prediction_id, event_id=f"prediction:{record.prediction_id}"
-            )
+            await self._publish(record)
         except Exception:
-            if self._settings.await_publish:
-                raise
             log.exception("publishing prediction %s failed", record.prediction_id)
 
     async def drain(self) -> None:
-        """Wait for predictions still being published in the background (on stop)."""
+        """Wait for predictions still being published and mirrors still running (on stop)."""
+        await self.mirror.drain(timeout_s=self.settings.inference_timeout_s)
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
 
     # -- rewards -------------------------------------------------------------------------------------
-    async def record_reward(self, event_id: str, reward: events_pb2.Reward) -> bool:
-        """Count ``reward`` once per ``event_id``; False for a duplicate."""
-        return await self._store.apply_reward(event_id, reward.endpoint, reward.variant, reward.reward)
+    async def record_reward(self, event_id: str, reward: events_pb2.Reward) -> str:
+        """Settle ``reward``'s decision once per ``event_id``: applied, duplicate, late or stale."""
+        outcome = await self.store.apply_reward(event_id, reward.endpoint, reward.prediction_id, reward.reward)
+        metrics.REWARDS.labels(reward.endpoint, outcome).inc()
+        return outcome
+
+
+def _same_context(old: EndpointSpec | None, new: EndpointSpec) -> bool:
+    """Whether ``old`` was a LinUCB policy over the same features as ``new`` (its state stays valid)."""
+    if old is None or old.policy.type != LinUCBPolicy.type:
+        return False
+    return list(old.policy.params.get("features") or []) == list(new.policy.params.get("features") or [])
+

@@ -10,8 +10,13 @@ from google.protobuf import json_format
 
 from mlops.v1 import bandit_router_pb2 as pb
 from mlops.v1 import bandit_router_pb2_grpc
-from services.bandit_router.core import EndpointState, Router
+from services.bandit_router.core import Router
 from services.bandit_router.spec import EndpointSpec
+from services.bandit_router.state import EndpointState
+
+
+def _nan(value: float | None) -> float:
+    return math.nan if value is None else value
 
 
 def state_to_proto(state: EndpointState) -> pb.EndpointState:
@@ -19,18 +24,21 @@ def state_to_proto(state: EndpointState) -> pb.EndpointState:
     variants = []
     for vs in state.variants:
         ci = vs.stats.ci95()
-        mean = vs.stats.mean
         variants.append(
             pb.VariantState(
                 name=vs.spec.name,
                 model=vs.spec.model,
                 version=vs.spec.version,
+                alias=vs.spec.alias,
+                weight=vs.spec.weight,
                 decisions=vs.stats.decisions,
                 traffic_share=vs.traffic_share,
                 rewards=vs.stats.rewards,
-                reward_mean=math.nan if mean is None else mean,
+                reward_mean=_nan(vs.stats.mean),
                 reward_ci_low=ci[0] if ci else math.nan,
                 reward_ci_high=ci[1] if ci else math.nan,
+                prob_best=_nan(vs.probability_best),
+                regret=_nan(vs.regret),
             )
         )
     return pb.EndpointState(spec=state.spec.to_proto(), variants=variants)
@@ -45,6 +53,9 @@ class Servicer(bandit_router_pb2_grpc.BanditRouterServiceServicer):
 
     async def GetEndpoint(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         return state_to_proto(await self._core.state(request.endpoint))
+
+    async def ListEndpoints(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        return pb.ListEndpointsResponse(endpoints=[s.to_proto() for s in await self._core.list_endpoints()])
 
     async def Predict(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         features = json_format.MessageToDict(request.features) if request.HasField("features") else None

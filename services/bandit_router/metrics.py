@@ -9,6 +9,27 @@ DECISIONS = Counter(
 )
 FALLBACKS = Counter(
     "mlops_router_fallbacks_total",
-    "Times a chosen variant could not serve (alias unset, version not loaded) and another one answered.",
+    "Times a chosen variant could not serve (alias unset, version not loaded, inference failed) and another "
+    "one answered.",
     ["endpoint", "variant"],
+)
+REWARDS = Counter(
+    "mlops_router_rewards_total",
+    "Rewards consumed, by outcome: applied, duplicate, late (after the decision expired), stale (variant reset).",
+    ["endpoint", "outcome"],
+)
+SHADOWS = Counter(
+    "mlops_router_shadow_requests_total",
+    "Mirrored requests, by outcome (ok, error).",
+    ["endpoint", "variant", "outcome"],
+)
+SHADOW_DROPPED = Counter(
+    "mlops_router_shadow_dropped_total",
+    "Mirrors not started because too many were in flight.",
+    ["endpoint", "variant"],
+)
+ACTIONS = Counter(
+    "mlops_router_experiment_actions_total",
+    "Experiment actions: arm_added, arm_removed, promoted, rolled_back, and their failures.",
+    ["endpoint", "action"],
 )

@@ -23,6 +23,8 @@ DEFAULT_ALIAS = "production"
 
 @dataclass(frozen=True, slots=True)
 class VariantSpec:
+    """One arm: a registry model pinned to a version, or following an alias (e.g. production)."""
+
     name: str
     model: str
     version: str = ""
@@ -45,6 +47,8 @@ class VariantSpec:
 
 @dataclass(frozen=True, slots=True)
 class PolicySpec:
+    """The traffic policy: a registered ``type`` and its parameters (see policies/)."""
+
     type: str = "fixed"
     params: dict[str, Any] = field(default_factory=dict)
 
@@ -54,6 +58,8 @@ class EndpointSpec:
     endpoint: str
     variants: tuple[VariantSpec, ...]
     policy: PolicySpec = field(default_factory=PolicySpec)
+    #: Filled in by the store: bumped on every change, for compare-and-set updates (never set by users).
+    revision: int = 0
 
     # -- dicts (REST bodies, Redis) ------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -61,6 +67,7 @@ class EndpointSpec:
             "endpoint": self.endpoint,
             "variants": [v.to_dict() for v in self.variants],
             "policy": {"type": self.policy.type, "params": dict(self.policy.params)},
+            "revision": self.revision,
         }
 
     @classmethod
@@ -80,6 +87,7 @@ class EndpointSpec:
             endpoint=endpoint,
             variants=variants,
             policy=PolicySpec(type=str(policy.get("type") or "fixed"), params=dict(policy.get("params") or {})),
+            revision=int(body.get("revision") or 0),
         )
 
     # -- protobuf ------------------------------------------------------------------------------------

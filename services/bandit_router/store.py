@@ -1,53 +1,88 @@
-"""The router's state in Redis (prefix ``mlops:bandit-router:``): endpoint specs and per-variant stats.
-
-- ``endpoints``: set of endpoint names; ``endpoint:{name}``: its spec as JSON.
-- ``stats:{name}``: hash with ``{variant}|decisions``, ``|rewards``, ``|sum``, ``|sumsq``.
-- ``done:rewards:{event_id}``: marker of a reward already counted; set in the same Lua script as the
-  stats change, so a redelivered reward is counted once and a crash cannot split marker and change.
-"""
+"""The router's state in Redis (prefix ``mlops:bandit-router:``), shared by every router replica: endpoint
+specs (compare-and-set by revision), per-variant statistics, LinUCB state, pending decisions awaiting
+their reward, and the endpoint's event log. Every change is one Lua script (:mod:`.lua`)."""
 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
+import numpy as np
 from redis.asyncio import Redis
 
+from services.bandit_router import lua
+from services.bandit_router.policies import LinearState
 from services.bandit_router.spec import EndpointSpec
-from services.bandit_router.stats import VariantStats
+from services.bandit_router.stats import LATENCY_EDGES_MS, VariantStats, latency_bucket
 
 PREFIX = "mlops:bandit-router:"
+MAX_EVENTS = 200
+_COUNTERS = ("decisions", "rewards", "settled", "expired", "errors", "shadows", "shadow_errors")
 
-# KEYS: marker, stats hash. ARGV: marker ttl, variant, reward, reward^2. Returns 1 if applied, 0 if a duplicate.
-_REWARD_LUA = """
-if redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then
-  redis.call('HINCRBY', KEYS[2], ARGV[2] .. '|rewards', 1)
-  redis.call('HINCRBYFLOAT', KEYS[2], ARGV[2] .. '|sum', ARGV[3])
-  redis.call('HINCRBYFLOAT', KEYS[2], ARGV[2] .. '|sumsq', ARGV[4])
-  return 1
-end
-return 0
-"""
-
-_FIELDS = ("decisions", "rewards", "sum", "sumsq")
+REWARD_OUTCOMES = {0: "duplicate", 1: "applied", 2: "late", 3: "stale"}
 
 
-def parse_stats(raw: dict[bytes, bytes], variants: Sequence[str]) -> list[VariantStats]:
-    """Stats of ``variants`` (in order) from the stats hash's fields."""
+@dataclass(frozen=True, slots=True)
+class EndpointCounters:
+    """Endpoint-wide counts: rewards that came after their decision was settled or never known (late),
+    and rewards for a variant whose statistics were reset since (stale)."""
+
+    late: int = 0
+    stale: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    time: float
+    kind: str
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps({"time": self.time, "kind": self.kind, "details": self.details}, sort_keys=True)
+
+    @classmethod
+    def now(cls, kind: str, **details: Any) -> Event:
+        return cls(time.time(), kind, details)
+
+
+def parse_stats(raw: dict[bytes, bytes], variants: Sequence[str], latency: dict[bytes, bytes] | None = None
+                ) -> list[VariantStats]:
+    """Stats of ``variants`` (in order) from the stats hash (and the latency hash, when given)."""
     values = {k.decode(): v.decode() for k, v in raw.items()}
+    lat = {k.decode(): int(v) for k, v in (latency or {}).items()}
+    want_latency = latency is not None
 
     def get(variant: str, name: str) -> float:
         return float(values.get(f"{variant}|{name}", 0) or 0)
 
-    return [
-        VariantStats(
-            decisions=int(get(v, "decisions")),
-            rewards=int(get(v, "rewards")),
-            reward_sum=get(v, "sum"),
-            reward_sumsq=get(v, "sumsq"),
+    out = []
+    for v in variants:
+        buckets = tuple(lat.get(f"{v}|{i}", 0) for i in range(len(LATENCY_EDGES_MS) + 1)) if want_latency else ()
+        counts = {name: int(get(v, name)) for name in _COUNTERS}
+        out.append(
+            VariantStats(reward_sum=get(v, "sum"), reward_sumsq=get(v, "sumsq"), latency=buckets, **counts)
         )
-        for v in variants
-    ]
+    return out
+
+
+def parse_linear(raw: dict[bytes, bytes], variants: Sequence[str], dim: int) -> list[LinearState]:
+    """Each variant's ``A = I + sum(x x^T)`` and ``b`` from the LinUCB hash (upper triangle stored)."""
+    values = {k.decode(): float(v) for k, v in raw.items()}
+    out = []
+    for v in variants:
+        a, b = np.eye(dim), np.zeros(dim)
+        for i in range(dim):
+            b[i] = values.get(f"{v}|b|{i}", 0.0)
+            for j in range(i, dim):
+                x = values.get(f"{v}|A|{i}|{j}", 0.0)
+                a[i, j] += x
+                if j != i:
+                    a[j, i] += x
+        out.append(LinearState(a, b))
+    return out
 
 
 class RouterStore:
@@ -56,50 +91,142 @@ class RouterStore:
     def __init__(self, redis: Redis, dedup_ttl_s: int) -> None:
         self._redis = redis
         self._dedup_ttl_s = dedup_ttl_s
-        self._reward = redis.register_script(_REWARD_LUA)
+        self._decision = redis.register_script(lua.DECISION)
+        self._reward = redis.register_script(lua.REWARD)
+        self._expire = redis.register_script(lua.EXPIRE)
+        self._put = redis.register_script(lua.PUT_SPEC)
 
     @staticmethod
-    def spec_key(endpoint: str) -> str:
-        return f"{PREFIX}endpoint:{endpoint}"
-
-    @staticmethod
-    def stats_key(endpoint: str) -> str:
-        return f"{PREFIX}stats:{endpoint}"
+    def key(endpoint: str, kind: str) -> str:
+        return f"{PREFIX}{{{endpoint}}}:{kind}"
 
     # -- specs -----------------------------------------------------------------------------------------
-    async def put_spec(self, spec: EndpointSpec, reset_variants: Sequence[str] = ()) -> None:
-        """Store ``spec``; forget the stats of ``reset_variants`` (their target changed)."""
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.set(self.spec_key(spec.endpoint), json.dumps(spec.to_dict()))
-            pipe.sadd(f"{PREFIX}endpoints", spec.endpoint)
-            fields = [f"{v}|{f}" for v in reset_variants for f in _FIELDS]
-            if fields:
-                pipe.hdel(self.stats_key(spec.endpoint), *fields)
-            await pipe.execute()
+    async def put_spec(
+        self,
+        spec: EndpointSpec,
+        expected_revision: int,
+        reset_variants: Sequence[str] = (),
+        events: Sequence[Event] = (),
+        clear_linear: bool = False,
+    ) -> int | None:
+        """Store ``spec`` if the stored revision is still ``expected_revision``; the new revision, or None
+        when another writer got there first. Resets ``reset_variants`` and appends ``events`` atomically."""
+        ep = spec.endpoint
+        k = self.key
+        body = json.dumps({**spec.to_dict(), "revision": expected_revision + 1})
+        result = await self._put(
+            keys=[k(ep, "spec"), k(ep, "revision"), f"{PREFIX}endpoints", k(ep, "stats"), k(ep, "lat"),
+                  k(ep, "events"), k(ep, "lin")],
+            args=[expected_revision, body, ep, MAX_EVENTS, "1" if clear_linear else "0", len(reset_variants),
+                  *reset_variants, *(e.to_json() for e in events)],
+        )
+        return None if int(result) < 0 else int(result)
 
     async def get_spec(self, endpoint: str) -> EndpointSpec | None:
-        raw = await self._redis.get(self.spec_key(endpoint))
+        raw = await self._redis.get(self.key(endpoint, "spec"))
         return EndpointSpec.from_dict(endpoint, json.loads(raw)) if raw else None
 
     async def list_specs(self) -> list[EndpointSpec]:
         names = sorted(n.decode() for n in await self._redis.smembers(f"{PREFIX}endpoints"))
         if not names:
             return []
-        raws = await self._redis.mget([self.spec_key(n) for n in names])
+        raws = await self._redis.mget([self.key(n, "spec") for n in names])
         return [EndpointSpec.from_dict(n, json.loads(r)) for n, r in zip(names, raws, strict=True) if r]
 
-    # -- stats -----------------------------------------------------------------------------------------
-    async def stats(self, endpoint: str, variants: Sequence[str]) -> list[VariantStats]:
-        return parse_stats(await self._redis.hgetall(self.stats_key(endpoint)), variants)
+    async def events(self, endpoint: str, limit: int = MAX_EVENTS) -> list[dict[str, Any]]:
+        """The endpoint's events, oldest first."""
+        raws = await self._redis.lrange(self.key(endpoint, "events"), 0, limit - 1)
+        return [json.loads(r) for r in reversed(raws)]
 
-    async def count_decision(self, endpoint: str, variant: str) -> None:
-        await self._redis.hincrby(self.stats_key(endpoint), f"{variant}|decisions", 1)
+    async def add_event(self, endpoint: str, event: Event) -> None:
+        """An event that changes no spec (e.g. a failed promotion attempt)."""
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.lpush(self.key(endpoint, "events"), event.to_json())
+            pipe.ltrim(self.key(endpoint, "events"), 0, MAX_EVENTS - 1)
+            await pipe.execute()
 
-    async def apply_reward(self, event_id: str, endpoint: str, variant: str, reward: float) -> bool:
-        """Count one reward once per ``event_id``; False when it was counted before."""
-        marker = f"{PREFIX}done:rewards:{event_id}"
-        applied = await self._reward(
-            keys=[marker, self.stats_key(endpoint)],
-            args=[self._dedup_ttl_s, variant, repr(float(reward)), repr(float(reward) ** 2)],
+    async def retire(self, endpoint: str, targets: Sequence[str]) -> None:
+        """Remember targets (``model:version``) removed from the endpoint, so they are never re-added."""
+        if targets:
+            await self._redis.sadd(self.key(endpoint, "retired"), *targets)
+
+    async def retired(self, endpoint: str) -> set[str]:
+        return {t.decode() for t in await self._redis.smembers(self.key(endpoint, "retired"))}
+
+    async def lock(self, endpoint: str, name: str, ttl_s: float, owner: str) -> bool:
+        """A short lease so that one replica at a time runs an action (promotion, rollback)."""
+        return bool(await self._redis.set(self.key(endpoint, f"lock:{name}"), owner, nx=True, px=int(ttl_s * 1000)))
+
+    async def locked(self, endpoint: str, name: str) -> bool:
+        return bool(await self._redis.exists(self.key(endpoint, f"lock:{name}")))
+
+    async def unlock(self, endpoint: str, name: str, owner: str) -> None:
+        key = self.key(endpoint, f"lock:{name}")
+        if (await self._redis.get(key) or b"").decode() == owner:
+            await self._redis.delete(key)
+
+    # -- statistics ------------------------------------------------------------------------------------
+    async def stats(self, endpoint: str, variants: Sequence[str], latency: bool = False) -> list[VariantStats]:
+        if not latency:
+            return parse_stats(await self._redis.hgetall(self.key(endpoint, "stats")), variants)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(self.key(endpoint, "stats"))
+            pipe.hgetall(self.key(endpoint, "lat"))
+            raw, lat = await pipe.execute()
+        return parse_stats(raw, variants, lat or {})
+
+    async def counters(self, endpoint: str) -> EndpointCounters:
+        late, stale = await self._redis.hmget(self.key(endpoint, "stats"), ["_|late", "_|stale"])
+        return EndpointCounters(int(late or 0), int(stale or 0))
+
+    async def linear(self, endpoint: str, variants: Sequence[str], dim: int) -> list[LinearState]:
+        return parse_linear(await self._redis.hgetall(self.key(endpoint, "lin")), variants, dim)
+
+    async def record_decision(
+        self,
+        endpoint: str,
+        variant: str,
+        prediction_id: str,
+        latency_ms: float,
+        deadline: float,
+        context: Sequence[float] | None = None,
+    ) -> None:
+        """Count a served request and remember it until its reward comes (or ``deadline`` passes)."""
+        k = self.key
+        await self._decision(
+            keys=[k(endpoint, "stats"), k(endpoint, "lat"), k(endpoint, "pending"), k(endpoint, "deadlines")],
+            args=[variant, latency_bucket(latency_ms), prediction_id, repr(deadline),
+                  ",".join(repr(float(x)) for x in context) if context is not None else ""],
         )
-        return bool(applied)
+
+    async def record_errors(self, endpoint: str, variants: Sequence[str], shadow: bool = False) -> None:
+        if not variants:
+            return
+        name = "shadow_errors" if shadow else "errors"
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for v in variants:
+                pipe.hincrby(self.key(endpoint, "stats"), f"{v}|{name}", 1)
+            await pipe.execute()
+
+    async def record_shadow(self, endpoint: str, variant: str) -> None:
+        await self._redis.hincrby(self.key(endpoint, "stats"), f"{variant}|shadows", 1)
+
+    async def apply_reward(self, event_id: str, endpoint: str, prediction_id: str, reward: float) -> str:
+        """Settle a decision with its reward, once per ``event_id``: applied, duplicate, late or stale."""
+        k = self.key
+        result = await self._reward(
+            keys=[k(endpoint, f"done:{event_id}"), k(endpoint, "stats"), k(endpoint, "pending"),
+                  k(endpoint, "deadlines"), k(endpoint, "lin")],
+            args=[self._dedup_ttl_s, prediction_id, repr(float(reward))],
+        )
+        return REWARD_OUTCOMES[int(result)]
+
+    async def expire(self, endpoint: str, now: float, missing_reward: float | None, limit: int = 1000) -> int:
+        """Settle decisions whose reward is overdue (as ``missing_reward`` when set); returns how many."""
+        k = self.key
+        return int(
+            await self._expire(
+                keys=[k(endpoint, "stats"), k(endpoint, "pending"), k(endpoint, "deadlines"), k(endpoint, "lin")],
+                args=[repr(now), limit, "" if missing_reward is None else repr(float(missing_reward))],
+            )
+        )

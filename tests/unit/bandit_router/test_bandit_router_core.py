@@ -9,93 +9,20 @@ import pytest
 
 from mlops.errors import Conflict, InvalidArgument, NotFound
 from mlops.v1 import events_pb2
-from services.bandit_router.clients import NotLoaded, Signature, Unservable
+from services.bandit_router.clients import NotLoaded, Unservable
 from services.bandit_router.core import Router, feature_row
 from services.bandit_router.settings import RouterSettings
-from services.bandit_router.spec import EndpointSpec, VariantSpec, validate
-from services.bandit_router.stats import VariantStats
+from services.bandit_router.spec import EndpointSpec, PolicySpec, VariantSpec, validate
+from tests.unit.bandit_router.bandit_router_fakes import (
+    SIGNATURES,
+    Features,
+    Inference,
+    MemoryStore,
+    Producer,
+    Registry,
+)
 
-SIG = {
-    ("m", "1"): Signature("m", "1", ("a", "b", "c"), "input", "output"),
-    ("m", "2"): Signature("m", "2", ("c", "a"), "input", "output"),
-}
-
-
-class MemoryStore:
-    def __init__(self) -> None:
-        self.specs: dict[str, EndpointSpec] = {}
-        self.stats_: dict[tuple[str, str], VariantStats] = {}
-        self.reset: list[str] = []
-        self.done: set[str] = set()
-
-    async def put_spec(self, spec: EndpointSpec, reset_variants: Any = ()) -> None:
-        self.specs[spec.endpoint] = spec
-        self.reset.extend(reset_variants)
-
-    async def get_spec(self, endpoint: str) -> EndpointSpec | None:
-        return self.specs.get(endpoint)
-
-    async def list_specs(self) -> list[EndpointSpec]:
-        return list(self.specs.values())
-
-    async def stats(self, endpoint: str, variants: Any) -> list[VariantStats]:
-        return [self.stats_.get((endpoint, v), VariantStats()) for v in variants]
-
-    async def count_decision(self, endpoint: str, variant: str) -> None:
-        s = self.stats_.get((endpoint, variant), VariantStats())
-        self.stats_[(endpoint, variant)] = VariantStats(s.decisions + 1, s.rewards, s.reward_sum, s.reward_sumsq)
-
-    async def apply_reward(self, event_id: str, endpoint: str, variant: str, reward: float) -> bool:
-        if event_id in self.done:
-            return False
-        self.done.add(event_id)
-        s = self.stats_.get((endpoint, variant), VariantStats())
-        self.stats_[(endpoint, variant)] = VariantStats(
-            s.decisions, s.rewards + 1, s.reward_sum + reward, s.reward_sumsq + reward * reward
-        )
-        return True
-
-
-class Registry:
-    async def signature(self, model: str, version: str) -> Signature:
-        if (model, version) not in SIG:
-            raise Unservable("unknown version")
-        return SIG[(model, version)]
-
-    async def resolve(self, model: str, alias: str) -> Signature:
-        if alias == "candidate":
-            raise Unservable("no candidate")
-        return SIG[(model, "1")]
-
-
-class Features:
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, list[str]]] = []
-
-    async def online(self, entity_id: str, features: list[str]) -> dict[str, Any]:
-        self.calls.append((entity_id, features))
-        return {"a": 1.0, "b": 2.0, "c": 3.0} if entity_id == "e1" else {}
-
-
-class Inference:
-    def __init__(self) -> None:
-        self.rows: list[list[float]] = []
-        self.loading_v2 = False
-
-    async def infer(self, sig: Signature, row: list[float]) -> list[float]:
-        if sig.version == "2" and self.loading_v2:
-            raise NotLoaded("loading")
-        self.rows.append(row)
-        return [0.25, 0.75]
-
-
-class Producer:
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, Any, str, str]] = []
-
-    async def send(self, topic: str, message: Any, *, key: str, event_id: str) -> str:
-        self.sent.append((topic, message, key, event_id))
-        return event_id
+ROW = {"a": 1, "b": 2, "c": 3}
 
 
 @pytest.fixture
@@ -105,8 +32,8 @@ def parts() -> tuple[Router, MemoryStore, Features, Inference, Producer]:
     return router, store, features, inference, producer
 
 
-def _spec(*variants: VariantSpec, endpoint: str = "ep") -> EndpointSpec:
-    return EndpointSpec(endpoint=endpoint, variants=variants)
+def _spec(*variants: VariantSpec, endpoint: str = "ep", policy: str = "fixed", **params: Any) -> EndpointSpec:
+    return EndpointSpec(endpoint=endpoint, variants=variants, policy=PolicySpec(policy, params))
 
 
 def test_validate_fills_defaults_and_names_errors() -> None:
@@ -129,13 +56,16 @@ def test_validate_fills_defaults_and_names_errors() -> None:
 
 
 def test_spec_dict_and_proto_round_trip() -> None:
-    spec = validate(_spec(VariantSpec(name="a", model="m", version="1", weight=0.3), VariantSpec("b", "m")))
+    spec = validate(_spec(VariantSpec(name="a", model="m", version="1", weight=0.3), VariantSpec("b", "m"),
+                          policy="thompson", min_samples=50, auto_candidates=True))
     assert EndpointSpec.from_dict("ep", spec.to_dict()) == spec
-    assert EndpointSpec.from_proto(spec.to_proto()) == spec
+    back = EndpointSpec.from_proto(spec.to_proto())
+    assert back.variants == spec.variants and back.policy.type == "thompson"
+    assert back.policy.params == {"min_samples": 50, "auto_candidates": True}
 
 
 def test_feature_row_orders_by_signature_and_names_missing() -> None:
-    sig = SIG[("m", "1")]
+    sig = SIGNATURES[("m", "1")]
     assert feature_row(sig, {"c": 3, "a": True}, {"b": 2.5}, "e") == [1.0, 2.5, 3.0]
     with pytest.raises(InvalidArgument) as info:
         feature_row(sig, {"a": 1, "b": 2}, {}, "e9")
@@ -145,19 +75,40 @@ def test_feature_row_orders_by_signature_and_names_missing() -> None:
     assert info.value.field == "features.b"
 
 
-async def test_predict_publishes_a_prediction_and_counts_the_decision(parts: Any) -> None:
-    router, _, features, inference, producer = parts
+async def test_put_rejects_policies_that_do_not_fit_the_variants(parts: Any) -> None:
+    router, *_ = parts
+    cases = [
+        (_spec(VariantSpec("a", "m", "1"), policy="nope"), "policy.type"),
+        (_spec(VariantSpec("a", "m", "1"), epsilon=0.1), "policy.params.epsilon"),  # not a fixed parameter
+        (_spec(VariantSpec("a", "m", "1"), policy="epsilon_greedy", epsilon=2), "policy.params.epsilon"),
+        (_spec(VariantSpec("a", "m", "1"), shadows=["zz"]), "policy.params.shadows"),
+        (_spec(VariantSpec("a", "m", "1"), shadows=["a"]), "variants"),
+        (_spec(VariantSpec("a", "m", "1"), VariantSpec("b", "m", "2"), policy="canary", canary="x"),
+         "policy.params.canary"),
+        (_spec(VariantSpec("a", "m", "1"), policy="linucb"), "policy.params.features"),
+        (_spec(VariantSpec("a", "m", "1"), auto_promote=True), "policy.params.auto_promote"),
+    ]
+    for spec, field in cases:
+        with pytest.raises(InvalidArgument) as info:
+            await router.put_endpoint(spec)
+        assert info.value.field == field, (spec, info.value.message)
+
+
+async def test_predict_publishes_a_prediction_keyed_by_version_and_records_the_decision(parts: Any) -> None:
+    router, store, features, inference, producer = parts
     await router.put_endpoint(_spec(VariantSpec("v2", "m", "2", weight=1.0)))
     result = await router.predict("ep", unit_id="u", features={"a": 1.0, "c": 3.0, "extra": "ignored"})
     assert (result.model, result.version, result.variant, result.outputs) == ("m", "2", "v2", [0.25, 0.75])
-    assert inference.rows == [[3.0, 1.0]]  # signature order c, a
+    assert inference.rows == [("2", [3.0, 1.0])]  # signature order c, a
     assert features.calls == []  # everything came with the request
     topic, record, key, event_id = producer.sent[0]
-    assert topic == "predictions" and key == result.prediction_id
+    assert topic == "predictions" and key == "m:2"  # one partition per model version
     assert event_id == f"prediction:{result.prediction_id}"
-    assert isinstance(record, events_pb2.Prediction)
+    assert isinstance(record, events_pb2.Prediction) and not record.shadow
     assert dict(record.features) == {"c": 3.0, "a": 1.0} and record.unit_id == "u" and record.endpoint == "ep"
-    assert (await router.state("ep")).variants[0].stats.decisions == 1
+    (variant,) = (await router.state("ep")).variants
+    assert (variant.stats.decisions, variant.stats.pending) == (1, 1)
+    assert result.prediction_id in store.endpoints["ep"].pending  # waiting for its reward
 
 
 async def test_predict_reads_missing_features_from_the_online_store(parts: Any) -> None:
@@ -166,7 +117,7 @@ async def test_predict_reads_missing_features_from_the_online_store(parts: Any) 
     result = await router.predict("ep", entity_id="e1", features={"a": 10.0})
     assert result.version == "1"
     assert features.calls == [("e1", ["b", "c"])]
-    assert inference.rows == [[10.0, 2.0, 3.0]]
+    assert inference.rows == [("1", [10.0, 2.0, 3.0])]
     with pytest.raises(InvalidArgument) as info:
         await router.predict("ep", entity_id="unknown")
     assert info.value.field == "features.a"
@@ -183,57 +134,106 @@ async def test_predict_errors(parts: Any) -> None:
         await router.predict("ep", features={"a": 1})
 
 
-async def test_put_resets_stats_only_of_retargeted_variants(parts: Any) -> None:
+async def test_put_resets_stats_only_of_retargeted_or_removed_variants(parts: Any) -> None:
     router, store, *_ = parts
-    await router.put_endpoint(_spec(VariantSpec("a", "m", "1"), VariantSpec("b", "m", "2")))
-    await router.put_endpoint(_spec(VariantSpec("a", "m", "1", weight=5), VariantSpec("b", "m", "1")))
-    assert store.reset == ["b"]
+    await router.put_endpoint(_spec(VariantSpec("a", "m", "1"), VariantSpec("b", "m", "2"), VariantSpec("c", "m", "3")))
+    for name in ("a", "b", "c"):
+        await store.record_decision("ep", name, f"p-{name}", 1.0, 1e12)
+    stored = await router.put_endpoint(_spec(VariantSpec("a", "m", "1", weight=5), VariantSpec("b", "m", "1")))
+    assert stored.revision == 2
+    a, b = await store.stats("ep", ["a", "b"])
+    assert (a.decisions, b.decisions) == (1, 0)
+    assert (await store.stats("ep", ["c"]))[0].decisions == 0
+    events = (await router.state("ep")).events
+    assert [e["kind"] for e in events] == ["created", "updated"] and events[1]["details"]["reset"] == ["b", "c"]
 
 
 async def test_rewards_are_counted_once_and_shown_in_state(parts: Any) -> None:
     router, *_ = parts
-    await router.put_endpoint(_spec(VariantSpec("a", "m", "1"), VariantSpec("b", "m", "2")))
-    for i, r in enumerate([1.0, 0.0, 1.0, 1.0]):
-        reward = events_pb2.Reward(prediction_id=str(i), endpoint="ep", variant="a", reward=r)
-        assert await router.record_reward(f"reward:{i}", reward)
-        assert not await router.record_reward(f"reward:{i}", reward)
+    await router.put_endpoint(_spec(VariantSpec("a", "m", "1"), VariantSpec("b", "m", "3")))
+    pids = []
+    while len(pids) < 4:
+        r = await router.predict("ep", features=ROW)
+        if r.variant == "a":
+            pids.append(r.prediction_id)
+    for pid, value in zip(pids, [1.0, 0.0, 1.0, 1.0], strict=True):
+        reward = events_pb2.Reward(prediction_id=pid, endpoint="ep", variant="a", reward=value)
+        assert await router.record_reward(f"reward:{pid}", reward) == "applied"
+        assert await router.record_reward(f"reward:{pid}", reward) == "duplicate"
+    late = events_pb2.Reward(prediction_id="never-made", endpoint="ep", variant="a", reward=1.0)
+    assert await router.record_reward("reward:never-made", late) == "late"
     state = await router.state("ep")
     a, b = state.variants
-    assert a.stats.rewards == 4 and a.stats.mean == pytest.approx(0.75)
+    assert a.stats.rewards == 4 and a.stats.mean == pytest.approx(0.75) and a.stats.pending == 0
     assert a.stats.ci95() is not None and b.stats.rewards == 0
     assert a.probability_best == 1.0 and b.probability_best is None
+    assert state.counters.late == 1 and state.status == "running"
 
 
 async def test_background_publish_is_drained(parts: Any) -> None:
     _, store, features, inference, producer = parts
     router = Router(store, Registry(), features, inference, producer, RouterSettings(await_publish=False))  # type: ignore[arg-type]
     await router.put_endpoint(_spec(VariantSpec("v", "m", "1")))
-    result = await router.predict("ep", features={"a": 1, "b": 2, "c": 3})
+    result = await router.predict("ep", features=ROW)
     await router.drain()
-    assert [s[2] for s in producer.sent] == [result.prediction_id]
+    assert [s[1].prediction_id for s in producer.sent] == [result.prediction_id]
 
 
-async def test_unservable_variants_fall_back_to_the_others(parts: Any) -> None:
+async def test_unservable_variants_fall_back_to_the_others_and_count_errors(parts: Any) -> None:
     router, store, _, inference, _ = parts
     await router.put_endpoint(
         _spec(
             VariantSpec("prod", "m", alias="production", weight=1),
-            VariantSpec("cand", "m", alias="candidate", weight=9),
+            VariantSpec("cand", "m", alias="shadow", weight=9),  # the alias points nowhere
             VariantSpec("new", "m", "2", weight=9),
         )
     )
-    inference.loading_v2 = True
-    results = [await router.predict("ep", unit_id=f"u{i}", features={"a": 1, "b": 2, "c": 3}) for i in range(30)]
+    inference.loading.add("2")
+    results = [await router.predict("ep", unit_id=f"u{i}", features=ROW) for i in range(30)]
     assert {r.variant for r in results} == {"prod"}
-    assert store.stats_[("ep", "prod")].decisions == 30
-    inference.loading_v2 = False
-    results = [await router.predict("ep", features={"a": 1, "b": 2, "c": 3}) for i in range(30)]
+    prod, cand, new = await store.stats("ep", ["prod", "cand", "new"])
+    assert prod.decisions == 30 and cand.errors + new.errors >= 30 and cand.decisions == new.decisions == 0
+    inference.loading.clear()
+    results = [await router.predict("ep", features=ROW) for i in range(30)]
     assert "new" in {r.variant for r in results}
 
 
 async def test_no_servable_variant_raises_the_last_error(parts: Any) -> None:
-    router, _, _, inference, _ = parts
-    inference.loading_v2 = True
-    await router.put_endpoint(_spec(VariantSpec("c", "m", alias="candidate"), VariantSpec("n", "m", "2")))
+    router, store, _, inference, _ = parts
+    inference.loading.add("2")
+    await router.put_endpoint(_spec(VariantSpec("c", "m", alias="shadow"), VariantSpec("n", "m", "2")))
     with pytest.raises((Unservable, NotLoaded)):
-        await router.predict("ep", features={"a": 1, "b": 2, "c": 3})
+        await router.predict("ep", features=ROW)
+    c, n = await store.stats("ep", ["c", "n"])
+    assert (c.errors, n.errors) == (1, 1)
+
+
+async def test_bandit_policies_decide_from_the_shared_statistics(parts: Any) -> None:
+    router, store, *_ = parts
+    await router.put_endpoint(_spec(VariantSpec("a", "m", "1"), VariantSpec("b", "m", "3"), policy="thompson"))
+    # Another replica's rewards, as they would be in Redis: b converts, a does not.
+    for i in range(200):
+        for name, value in (("a", 0.0), ("b", 1.0)):
+            await store.record_decision("ep", name, f"x{name}{i}", 1.0, 1e12)
+            await store.apply_reward(f"r{name}{i}", "ep", f"x{name}{i}", value)
+    picks = [(await router.predict("ep", features=ROW)).variant for _ in range(50)]
+    assert picks.count("b") == 50
+    state = await router.state("ep")
+    assert state.variants[1].probability_best == pytest.approx(1.0) and state.variants[1].target_share == 1.0
+    assert state.variants[0].regret == pytest.approx(200 * (201 / 202 - 1 / 202), rel=1e-6)
+
+
+async def test_linucb_reads_its_context_and_remembers_it_for_the_reward(parts: Any) -> None:
+    router, store, features, *_ = parts
+    await router.put_endpoint(_spec(VariantSpec("a", "m", "3"), VariantSpec("b", "m", "4"), policy="linucb",
+                                    features=["b"]))
+    result = await router.predict("ep", entity_id="e1", features={"a": 1.0})
+    assert features.calls[0] == ("e1", ["b"])  # the context feature came from the online store
+    record = store.endpoints["ep"].pending[result.prediction_id]
+    assert record.endswith("|1.0,2.0")  # [1, b]
+    await router.record_reward("r1", events_pb2.Reward(prediction_id=result.prediction_id, endpoint="ep", reward=1.0))
+    (state,) = await store.linear("ep", [result.variant], 2)
+    assert state.b.tolist() == [1.0, 2.0]
+    with pytest.raises(InvalidArgument) as info:
+        await router.predict("ep", features={"a": 1.0})
+    assert info.value.field == "features.b"
