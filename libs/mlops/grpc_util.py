@@ -93,10 +93,10 @@ def _wrap_unary_stream(fn: Callable[..., Any], method: str, guard: Guard | None)
     async def handler(request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
             await _admit(guard, method, request, context)
+            async for item in fn(request, context):
+                yield item
         except MlopsError as exc:
             await context.abort(exc.grpc_code, exc.message)
-        async for item in fn(request, context):
-            yield item
 
     return handler
 
@@ -128,7 +128,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
-        if handler.unary_stream is not None and self._guard is not None and self._guard.enabled:
+        if handler.unary_stream is not None:
             return grpc.unary_stream_rpc_method_handler(
                 _wrap_unary_stream(handler.unary_stream, method, self._guard),
                 request_deserializer=handler.request_deserializer,
@@ -137,7 +137,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         return handler
 
 
-class _TraceClientInterceptor(grpc.aio.UnaryUnaryClientInterceptor, grpc.aio.UnaryStreamClientInterceptor):
+class _ClientMetadata:
     """Sends the trace context, and the platform's service token (``MLOPS_SERVICE_TOKEN``) when set."""
 
     def __init__(self) -> None:
@@ -166,13 +166,19 @@ class _TraceClientInterceptor(grpc.aio.UnaryUnaryClientInterceptor, grpc.aio.Una
             )
             return await continuation(details, request)
 
+
+# grpc.aio files an interceptor under the first kind it matches only, so each kind gets its own class.
+class _UnaryUnaryMetadata(_ClientMetadata, grpc.aio.UnaryUnaryClientInterceptor):
     async def intercept_unary_unary(self, continuation, client_call_details, request):  # type: ignore[no-untyped-def]
         return await self._inject(continuation, client_call_details, request)
 
+
+class _UnaryStreamMetadata(_ClientMetadata, grpc.aio.UnaryStreamClientInterceptor):
     async def intercept_unary_stream(self, continuation, client_call_details, request):  # type: ignore[no-untyped-def]
         return await self._inject(continuation, client_call_details, request)
 
 
 def channel(address: str) -> grpc.aio.Channel:
     """An insecure channel to a platform service that carries the trace context."""
-    return grpc.aio.insecure_channel(address, options=server_options(), interceptors=[_TraceClientInterceptor()])
+    interceptors = [_UnaryUnaryMetadata(), _UnaryStreamMetadata()]
+    return grpc.aio.insecure_channel(address, options=server_options(), interceptors=interceptors)

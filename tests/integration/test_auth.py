@@ -130,6 +130,18 @@ def test_grpc_refuses_missing_token_and_weak_role(auth_stack: AuthStack, service
     assert _grpc(auth_stack, service, method, streaming, viewer) == grpc.StatusCode.PERMISSION_DENIED
 
 
+def test_server_streaming_methods_check_tokens_too(auth_stack: AuthStack) -> None:
+    _, viewer = auth_stack.token("viewer")
+    for token, want in ((None, grpc.StatusCode.UNAUTHENTICATED), (viewer, grpc.StatusCode.NOT_FOUND)):
+        metadata = [("authorization", f"Bearer {token}")] if token else []
+        with grpc.insecure_channel(f"127.0.0.1:{GRPC['feature']}") as channel:
+            call = channel.unary_stream("/mlops.v1.FeatureService/ReadDataset")(b"\n\x01x", metadata=metadata,
+                                                                                 timeout=10)
+            with pytest.raises(grpc.RpcError) as err:
+                list(call)
+        assert err.value.code() == want, (token, err.value.details())
+
+
 def test_roles_between_viewer_and_admin(auth_stack: AuthStack) -> None:
     _, predictor = auth_stack.token("predictor")
     _, scientist = auth_stack.token("scientist")
