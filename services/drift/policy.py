@@ -38,6 +38,9 @@ class DriftTrigger(BaseModel):
     model_config = ConfigDict(extra="forbid")
     type: Literal["drift"] = "drift"
     kinds: list[DriftKind] = Field(default_factory=lambda: ["concept", "data"])
+    # A model retrained the moment the world changes learns mostly the old world: wait for this many
+    # labelled outcomes after the alert, then train on exactly those rows (0: ask at once).
+    settle_labels: int = Field(0, ge=0, description="labelled outcomes to wait for after the alert")
 
 
 class QualityTrigger(BaseModel):

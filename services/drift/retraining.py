@@ -100,6 +100,13 @@ class RetrainStore:
     async def set_field(self, model: str, field: str, value: float) -> None:
         await self._redis.hset(retrain_model_key(model), field, repr(value))  # type: ignore[misc]
 
+    async def hold(self, model: str, pending: str) -> bool:
+        """Keep a drift alert until enough labels arrive; False when one is already held."""
+        return bool(await self._redis.hsetnx(retrain_model_key(model), "pending_drift", pending))  # type: ignore[misc]
+
+    async def release(self, model: str) -> None:
+        await self._redis.hdel(retrain_model_key(model), "pending_drift")  # type: ignore[misc]
+
     async def requests(self, limit: int) -> list[dict[str, Any]]:
         ids = [i.decode() for i in await self._redis.lrange(f"{_R}requests", 0, limit - 1)]
         pipe = self._redis.pipeline(transaction=False)
@@ -162,17 +169,18 @@ class Retrainer:
 
     # -- the one place requests are made -----------------------------------------------------------------
     async def request(self, model: str, policy: Policy, trigger: str, key: str, reason: str,
-                      details: dict[str, Any]) -> Decision:
+                      details: dict[str, Any], recent_rows: int | None = None) -> Decision:
         now = self._clock()
         request_id = f"retrain:{model}:{key}"
         spec = policy.request
+        rows = spec.recent_rows if recent_rows is None else recent_rows
         msg = events_pb2.TrainingRequest(
             request_id=request_id, model=model, reason=f"{trigger}: {reason}", stage=spec.stage,
-            recent_rows=spec.recent_rows, epochs=spec.epochs, seed=spec.seed,
+            recent_rows=rows, epochs=spec.epochs, seed=spec.seed,
         )
         msg.time.FromNanoseconds(int(now * 1e9))
         record = {"request_id": request_id, "model": model, "trigger": trigger, "reason": msg.reason,
-                  "details": details, "stage": spec.stage, "recent_rows": spec.recent_rows, "time": now}
+                  "details": details, "stage": spec.stage, "recent_rows": rows, "time": now}
         claimed = await self.store.claim(model, request_id, msg.SerializeToString(), json.dumps(record, default=float),
                                          now, policy.cooldown_s)
         outcome = {"claimed": "requested", "cooldown": "cooldown"}.get(claimed[0], "duplicate")
@@ -211,8 +219,39 @@ class Retrainer:
             return None
         reason = (f"{alert.kind} drift on version {alert.version}"
                   f"{f' ({stage})' if stage else ''}: {alert.feature} {alert.score:.4g} ({alert.detector})")
-        return await self.request(alert.model, policy, "drift", alert.alert_id.removeprefix("drift:"), reason,
-                                  {"alert_id": alert.alert_id, "version": alert.version, "kind": alert.kind})
+        details = {"alert_id": alert.alert_id, "version": alert.version, "kind": alert.kind}
+        trigger = next(t for t in policy.triggers if isinstance(t, DriftTrigger) and alert.kind in t.kinds)
+        if trigger.settle_labels > 0:
+            return await self._hold(alert.model, policy, trigger, reason, details)
+        return await self.request(alert.model, policy, "drift", alert.alert_id.removeprefix("drift:"), reason, details)
+
+    async def _hold(self, model: str, policy: Policy, trigger: DriftTrigger, reason: str,
+                    details: dict[str, Any]) -> Decision | None:
+        """Remember the alert (the first one wins) and the label count at that moment; :meth:`tick` asks once
+        ``settle_labels`` more labelled outcomes have arrived."""
+        state = await self.store.model_state(model)
+        if state.get("last_at") and self._clock() - float(state["last_at"]) < policy.cooldown_s:
+            return None
+        pending = {"reason": reason, "details": details, "labels_at": int(state.get("labels_since") or 0),
+                   "settle": trigger.settle_labels, "at": self._clock()}
+        if not await self.store.hold(model, json.dumps(pending)):
+            return None
+        await self.store.decide({"time": self._clock(), "model": model, "trigger": "drift", "outcome": "held",
+                                 "reason": f"drift: {reason}; waiting for {trigger.settle_labels} labelled outcomes",
+                                 "request_id": ""})
+        return Decision("", model, "drift", "held", reason)
+
+    async def _release(self, model: str, policy: Policy, state: dict[str, str]) -> Decision | None:
+        pending = json.loads(state["pending_drift"])
+        seen = int(state.get("labels_since") or 0) - int(pending["labels_at"])
+        if seen < int(pending["settle"]):
+            return None
+        details = {**pending["details"], "labels_after_alert": seen}
+        key = str(pending["details"].get("alert_id", "")).removeprefix("drift:")
+        decision = await self.request(model, policy, "drift", key, f"{pending['reason']} (after {seen} labels)",
+                                      details, recent_rows=int(pending["settle"]))
+        await self.store.release(model)
+        return decision
 
     async def tick(self) -> list[Decision]:
         """Schedule, quality and new-label triggers of every known model; resend claims left unsent."""
@@ -228,6 +267,11 @@ class Retrainer:
             # Quality and label volume stay past their thresholds until a new version serves: asking only
             # once the cooldown is over keeps the decision log to real decisions.
             cooling = bool(state.get("last_at")) and self._clock() - float(state["last_at"]) < policy.cooldown_s
+            if state.get("pending_drift") and not cooling:
+                released = await self._release(model, policy, state)
+                if released is not None:
+                    out.append(released)
+                    continue
             for i, trigger in enumerate(policy.triggers):
                 decision: Decision | None = None
                 if isinstance(trigger, ScheduleTrigger):

@@ -77,6 +77,7 @@ def stack_env(home: Path) -> dict[str, str]:
         "MLOPS_HOME": str(home),
         # The session's stack runs without auth; tests/integration/test_auth.py runs one with it.
         "MLOPS_AUTH_ENABLED": "false",
+        "MLOPS_DRIFT_RETRAINING_POLICY": str(Path(__file__).with_name("retraining_policy.yaml")),
         "MLOPS_EMBEDDED_KAFKA_PORT": str(KAFKA_PORT),
         "MLOPS_EMBEDDED_REDIS_PORT": str(REDIS_PORT),
     })

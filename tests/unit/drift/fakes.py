@@ -65,6 +65,16 @@ class MemoryRetrainStore:
     async def set_field(self, model: str, field: str, value: float) -> None:
         self.models.setdefault(model, {})[field] = value
 
+    async def hold(self, model: str, pending: str) -> bool:
+        state = self.models.setdefault(model, {})
+        if "pending_drift" in state:
+            return False
+        state["pending_drift"] = pending
+        return True
+
+    async def release(self, model: str) -> None:
+        self.models.setdefault(model, {}).pop("pending_drift", None)
+
     async def requests(self, limit: int) -> list[dict[str, Any]]:
         out = []
         for rid in self.order[:limit]:

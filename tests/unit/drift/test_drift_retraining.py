@@ -131,6 +131,23 @@ async def test_a_drift_alert_asks_once_per_cooldown_with_the_loops_fields() -> N
     assert recorded["policy"]["policies"][0]["cooldown_s"] == 600
 
 
+async def test_a_drift_alert_with_settle_labels_waits_for_post_change_labels_and_trains_on_them() -> None:
+    loop = Loop(_policy(triggers=[{"type": "drift", "settle_labels": 300}]))
+    decision = await loop.retrainer.on_alert(_alert())
+    assert decision is not None and decision.outcome == "held"
+    assert await loop.retrainer.on_alert(_alert(event="e8")) is None, "one held alert at a time"
+    await loop.labels(299, accuracy=0.3)
+    assert await loop.retrainer.tick() == [] and loop.requests() == []
+    await loop.labels(1, accuracy=0.3, seed=1)
+    [released] = await loop.retrainer.tick()
+    assert released.outcome == "requested" and "after 300 labels" in released.reason
+    [request] = loop.requests()
+    assert request.recent_rows == 300, "the new version learns only the world after the change"
+    assert request.stage == "candidate" and not request.stream
+    await loop.labels(400, accuracy=0.3, seed=2)
+    assert await loop.retrainer.tick() == [], "released once"
+
+
 async def test_alerts_that_the_policy_does_not_count_ask_nothing() -> None:
     loop = Loop(_policy(), stages={("loan-approval", "1"): "production", ("loan-approval", "2"): "candidate"})
     assert await loop.retrainer.on_alert(_alert(kind="prediction")) is None, "kind not in the trigger"
