@@ -271,7 +271,9 @@ class Retrainer:
                 released = await self._release(model, policy, state)
                 if released is not None:
                     out.append(released)
-                    continue
+                # While a drift alert waits for post-change labels, the quality and label-volume triggers
+                # (which see the same change) wait with it: one change, one request, on the right rows.
+                continue
             for i, trigger in enumerate(policy.triggers):
                 decision: Decision | None = None
                 if isinstance(trigger, ScheduleTrigger):

@@ -132,12 +132,14 @@ async def test_a_drift_alert_asks_once_per_cooldown_with_the_loops_fields() -> N
 
 
 async def test_a_drift_alert_with_settle_labels_waits_for_post_change_labels_and_trains_on_them() -> None:
-    loop = Loop(_policy(triggers=[{"type": "drift", "settle_labels": 300}]))
+    loop = Loop(_policy(triggers=[{"type": "drift", "settle_labels": 300},
+                                  {"type": "quality", "metric": "accuracy", "below": 0.6, "min_labels": 100,
+                                   "window": 100}]))
     decision = await loop.retrainer.on_alert(_alert())
     assert decision is not None and decision.outcome == "held"
     assert await loop.retrainer.on_alert(_alert(event="e8")) is None, "one held alert at a time"
     await loop.labels(299, accuracy=0.3)
-    assert await loop.retrainer.tick() == [] and loop.requests() == []
+    assert await loop.retrainer.tick() == [] and loop.requests() == [], "quality waits with the held alert"
     await loop.labels(1, accuracy=0.3, seed=1)
     [released] = await loop.retrainer.tick()
     assert released.outcome == "requested" and "after 300 labels" in released.reason
