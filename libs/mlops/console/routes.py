@@ -209,9 +209,8 @@ async def audit_page() -> str:
     for m in [] if err_m else _models(models):
         versions, _ = await _get("registry", f"/v1/models/{m.get('name')}/versions")
         for v in (versions or {}).get("versions", []) if isinstance(versions, dict) else (versions or []):
-            if "transitions" not in v:
-                v, _ = await _get("registry", f"/v1/models/{m.get('name')}/versions/{v.get('version')}")
-                v = v or {}
+            v, _ = await _get("registry", f"/v1/models/{m.get('name')}/versions/{v.get('version')}")
+            v = v or {}
             for t in v.get("transitions", []) or []:
                 rows.append([esc(t.get("time")), esc(t.get("actor")),
                              esc(f"{t.get('from_stage') or ''} -> {t.get('to_stage')}"),

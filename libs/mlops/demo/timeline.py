@@ -70,9 +70,5 @@ def alerts(platform: Platform, model: str) -> list[dict[str, Any]]:
 def versions(platform: Platform, model: str) -> list[dict[str, Any]]:
     data = platform.call("GET", "registry", f"/v1/models/{model}/versions")
     items = data.get("versions", []) if isinstance(data, dict) else data
-    detailed = []
-    for v in items:
-        if "transitions" not in v:
-            v = platform.call("GET", "registry", f"/v1/models/{model}/versions/{v['version']}")
-        detailed.append(v)
-    return detailed
+    # The list may abbreviate versions; each version's own record has its stage transitions.
+    return [platform.call("GET", "registry", f"/v1/models/{model}/versions/{v['version']}") for v in items]
