@@ -56,7 +56,11 @@ def main(argv: list[str] | None = None) -> int:
             )
         finally:
             if outcome is not None:
-                outcome["timeline"] = _reconstruct(platform, settings, outcome)
+                # The stack's own addresses (the broker may not be where this process's settings say).
+                stack_env = procs.load(settings.home).env
+                stack_settings = settings.model_copy(update={
+                    "kafka_bootstrap": stack_env.get("MLOPS_KAFKA_BOOTSTRAP", settings.kafka_bootstrap)})
+                outcome["timeline"] = _reconstruct(platform, stack_settings, outcome)
             platform.close()
     except (StackError, PlatformError, RuntimeError) as exc:
         error = str(exc)
