@@ -12,6 +12,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from mlops.bench import report
 from mlops.bench.common import Result
 
 NAMES = ("inference", "router", "pipeline", "drift", "bandit")
@@ -54,6 +55,9 @@ def main(argv: list[str] | None = None) -> int:
         console.print(_table(result))
         results.append(result.to_json())
     payload = results[0] if len(results) == 1 else {"bench": "all", "results": results}
+    if args.name == "all":
+        command = "./scripts/bench all" + (" --quick" if args.quick else "")
+        console.print(f"wrote {report.write(results, command)}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(payload, indent=2))
