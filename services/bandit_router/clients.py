@@ -189,6 +189,9 @@ class InferenceCaller:
             outputs=[service_pb2.ModelInferRequest.InferRequestedOutputTensor(name=sig.output_name)],
             raw_input_contents=[np.asarray(row, dtype="<f4").tobytes()],
         )
+        # The router publishes the prediction itself (with endpoint, variant and unit): inference must not
+        # log it a second time under another id.
+        request.parameters["prediction_log"].bool_param = False
         try:
             response = await self._stub.ModelInfer(request, timeout=self._timeout)
         except grpc.aio.AioRpcError as exc:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import struct
 from collections.abc import Sequence
+from itertools import chain
 from typing import Any
 
 import numpy as np
@@ -34,8 +35,14 @@ DATATYPES: dict[str, np.dtype[Any]] = {
 }
 
 
+_NAMES: dict[np.dtype[Any], str] = {dtype: name for name, dtype in DATATYPES.items() if name != "BYTES"}
+
+
 def datatype_of(array: np.ndarray) -> str:
     """The V2 datatype of ``array``."""
+    name = _NAMES.get(array.dtype)
+    if name is not None:
+        return name
     if array.dtype == np.object_ or array.dtype.kind in ("S", "U"):
         return "BYTES"
     for name, dtype in DATATYPES.items():
@@ -69,11 +76,16 @@ def element_count(shape: Sequence[int]) -> int:
 
 
 def _flatten(data: Any) -> list[Any]:
-    """JSON ``data`` may be flat or nested row-major; flatten it."""
+    """JSON ``data`` may be flat or nested row-major; flatten it (type checks at C speed: ``set(map(type))``)."""
     if not isinstance(data, list):
         return [data]
-    if not any(isinstance(x, list) for x in data):
-        return data
+    while True:
+        types = set(map(type, data))
+        if list not in types:
+            return data
+        if types != {list}:
+            break  # scalars beside lists: the general walk below
+        data = list(chain.from_iterable(data))
     flat: list[Any] = []
     stack = [iter(data)]
     while stack:
@@ -108,12 +120,13 @@ def from_json(name: str, datatype: str, shape: Sequence[Any], data: Any) -> np.n
             else:
                 raise InvalidArgument(f"tensor '{name}': BYTES elements must be strings", field=name)
         return out.reshape(dims)
+    types = set(map(type, flat))
     if datatype == "BOOL":
-        if not all(isinstance(x, bool) for x in flat):
+        if not types <= {bool}:
             raise InvalidArgument(f"tensor '{name}': BOOL elements must be true/false", field=name)
-    elif any(isinstance(x, bool) or not isinstance(x, int | float) for x in flat):
+    elif not types <= {int, float}:  # bool is its own type here, so true/false are refused
         raise InvalidArgument(f"tensor '{name}': {datatype} elements must be numbers", field=name)
-    elif dtype.kind in "iu" and any(isinstance(x, float) and not x.is_integer() for x in flat):
+    elif dtype.kind in "iu" and float in types and not all(x.is_integer() for x in flat if type(x) is float):
         raise InvalidArgument(f"tensor '{name}': {datatype} elements must be integers", field=name)
     try:
         return np.asarray(flat, dtype=dtype).reshape(dims)

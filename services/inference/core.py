@@ -7,13 +7,16 @@ runs them through the version's dynamic batcher and returns the output tensors.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
+from opentelemetry import context as otel_context
 
 from mlops import __version__
-from mlops.errors import InvalidArgument, Unavailable
-from services.inference import metrics
+from mlops.errors import InvalidArgument, NotFound, Unavailable
+from services.inference.prediction_log import Entry, PredictionLog, new_prediction_id
 from services.inference.repository import LoadedVersion, ModelRepository
 
 SERVER_NAME = "mlops-inference"
@@ -42,6 +45,8 @@ class InferRequest:
     inputs: list[Tensor] = field(default_factory=list)
     #: requested output names; empty: every output.
     outputs: list[str] = field(default_factory=list)
+    #: request parameters (prediction log context: ``prediction_log``, ``prediction_id``, ``endpoint``...).
+    parameters: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -50,6 +55,8 @@ class InferResponse:
     version: str
     id: str
     outputs: list[Tensor]
+    #: response parameters: ``prediction_id`` when the prediction was logged.
+    parameters: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -78,8 +85,9 @@ class ModelMetadata:
 class DataPlane:
     """Health, metadata and inference; the one handler shared by the REST and gRPC transports."""
 
-    def __init__(self, repository: ModelRepository) -> None:
+    def __init__(self, repository: ModelRepository, prediction_log: PredictionLog | None = None) -> None:
         self.repository = repository
+        self.prediction_log = prediction_log
 
     # -- health --------------------------------------------------------------------------------------
     def live(self) -> bool:
@@ -88,13 +96,19 @@ class DataPlane:
     def ready(self) -> bool:
         return self.repository.synced.is_set()
 
-    def model_ready(self, model: str, version: str = "") -> bool:
-        """True when loaded, False while loading; raises NotFound for unknown models."""
+    def model_state(self, model: str, version: str = "") -> str:
+        """``ready``, ``loading`` or ``unknown``."""
         try:
             self.repository.get(model, version or None)
         except Unavailable:
-            return False
-        return True
+            return "loading"
+        except NotFound:
+            return "unknown"
+        return "ready"
+
+    def model_ready(self, model: str, version: str = "") -> bool:
+        """True when loaded; False while loading or when unknown (as Triton answers ModelReady)."""
+        return self.model_state(model, version) == "ready"
 
     # -- metadata ------------------------------------------------------------------------------------
     def server_metadata(self) -> ServerMetadata:
@@ -112,6 +126,9 @@ class DataPlane:
 
     # -- inference -----------------------------------------------------------------------------------
     async def infer(self, request: InferRequest) -> InferResponse:
+        start = time.perf_counter()
+        # From here to submit() nothing awaits: the version resolved is the one the request is queued on,
+        # even if a sync swaps the mapping meanwhile (an unloading version finishes its queue first).
         loaded = self.repository.get(request.model, request.version or None)
         rows = check_inputs(loaded, request.inputs)
         for name in request.outputs:
@@ -123,15 +140,32 @@ class DataPlane:
         try:
             result = await loaded.batcher.submit(rows)
         except Exception:
-            metrics.INFER_REQUESTS.labels(loaded.model, loaded.version, "error").inc()
+            loaded.failed.inc()
             raise
-        metrics.INFER_REQUESTS.labels(loaded.model, loaded.version, "ok").inc()
-        return InferResponse(
+        loaded.ok.inc()
+        response = InferResponse(
             model=loaded.model,
             version=loaded.version,
             id=request.id,
-            outputs=[Tensor(loaded.output_name, "FP32", np.asarray(result, dtype=np.float32))],
+            outputs=[Tensor(loaded.output_name, "FP32", result)],
         )
+        log = self.prediction_log
+        if log is not None and request.parameters.get("prediction_log", True) is not False:
+            prediction_id = str(request.parameters.get("prediction_id") or new_prediction_id())
+            log.record(Entry(
+                prediction_id=prediction_id,
+                model=loaded.model,
+                version=loaded.version,
+                features=loaded.features,
+                inputs=rows,
+                outputs=result,
+                latency_ms=(time.perf_counter() - start) * 1000.0,
+                time_ns=time.time_ns(),
+                context=otel_context.get_current(),
+                parameters=request.parameters,
+            ))
+            response.parameters["prediction_id"] = prediction_id
+        return response
 
 
 def check_inputs(loaded: LoadedVersion, inputs: list[Tensor]) -> np.ndarray:

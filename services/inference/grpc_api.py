@@ -73,6 +73,29 @@ def contents_from_array(array: np.ndarray) -> service_pb2.InferTensorContents:
     return contents
 
 
+def parameters_from_proto(params: Any) -> dict[str, Any]:
+    """A ``map<string, InferParameter>`` as plain values."""
+    out: dict[str, Any] = {}
+    for key, param in params.items():
+        kind = param.WhichOneof("parameter_choice")
+        if kind is not None:
+            out[key] = getattr(param, kind)
+    return out
+
+
+def parameters_to_proto(params: dict[str, Any], target: Any) -> None:
+    """Plain values into a ``map<string, InferParameter>``."""
+    for key, value in params.items():
+        if isinstance(value, bool):
+            target[key].bool_param = value
+        elif isinstance(value, int):
+            target[key].int64_param = value
+        elif isinstance(value, float):
+            target[key].double_param = value
+        else:
+            target[key].string_param = str(value)
+
+
 def request_from_proto(request: service_pb2.ModelInferRequest) -> InferRequest:
     raw = request.raw_input_contents
     if raw and len(raw) != len(request.inputs):
@@ -93,6 +116,7 @@ def request_from_proto(request: service_pb2.ModelInferRequest) -> InferRequest:
         id=request.id,
         inputs=tensors,
         outputs=[o.name for o in request.outputs],
+        parameters=parameters_from_proto(request.parameters) if request.parameters else {},
     )
 
 
@@ -105,6 +129,9 @@ def _tensor_metadata(meta: ModelMetadata) -> service_pb2.ModelMetadataResponse:
         inputs=[Tm(name=t.name, datatype=t.datatype, shape=t.shape) for t in meta.inputs],
         outputs=[Tm(name=t.name, datatype=t.datatype, shape=t.shape) for t in meta.outputs],
     )
+
+
+_Out = service_pb2.ModelInferResponse.InferOutputTensor
 
 
 class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
@@ -131,14 +158,16 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
 
     async def ModelInfer(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         result = await self._plane.infer(request_from_proto(request))
-        Out = service_pb2.ModelInferResponse.InferOutputTensor
-        return service_pb2.ModelInferResponse(
+        response = service_pb2.ModelInferResponse(
             model_name=result.model,
             model_version=result.version,
             id=result.id,
-            outputs=[Out(name=t.name, datatype=t.datatype, shape=t.shape) for t in result.outputs],
+            outputs=[_Out(name=t.name, datatype=t.datatype, shape=t.shape) for t in result.outputs],
             raw_output_contents=[codec.to_raw(t.array) for t in result.outputs],
         )
+        if result.parameters:
+            parameters_to_proto(result.parameters, response.parameters)
+        return response
 
 
 class AdminServicer(inference_pb2_grpc.InferenceAdminServicer):

@@ -1,6 +1,9 @@
 """REST transport of the Open Inference Protocol (KServe V2) under ``/v2``, with the binary tensor
 extension: a body of a JSON header (``Inference-Header-Content-Length`` bytes) followed by raw tensors,
 as ``tritonclient.http`` sends and expects it.
+
+Errors follow the V2 protocol (``{"error": "<message>"}``, plus the platform's ``code`` and ``field``) rather
+than the platform's ``{"error": {...}}``: tritonclient.http reads ``error`` as a string.
 """
 
 from __future__ import annotations
@@ -8,13 +11,15 @@ from __future__ import annotations
 import gzip
 import json
 import zlib
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from pydantic import BaseModel, Field, ValidationError
 
-from mlops.errors import InvalidArgument
+from mlops.errors import InvalidArgument, MlopsError
 from services.inference import codec
 from services.inference.core import DataPlane, InferRequest, InferResponse, ModelMetadata, Tensor
 
@@ -138,7 +143,12 @@ def parse_infer_body(
             raise InvalidArgument(f"input '{item.name}' has neither data nor binary_data_size", field=item.name)
         tensors.append(Tensor(item.name, item.datatype, array))
     request = InferRequest(
-        model=model, version=version, id=doc.id, inputs=tensors, outputs=[o.name for o in doc.outputs]
+        model=model,
+        version=version,
+        id=doc.id,
+        inputs=tensors,
+        outputs=[o.name for o in doc.outputs],
+        parameters=doc.parameters,
     )
     return request, doc
 
@@ -161,6 +171,8 @@ def render_infer_response(response: InferResponse, doc: InferenceRequestModel) -
     body: dict[str, Any] = {"model_name": response.model, "model_version": response.version, "outputs": outputs}
     if response.id:
         body["id"] = response.id
+    if response.parameters:
+        body["parameters"] = response.parameters
     header = json.dumps(body, separators=(",", ":")).encode()
     if not blobs:
         return Response(header, media_type="application/json")
@@ -181,8 +193,32 @@ def _metadata(meta: ModelMetadata) -> ModelMetadataResponse:
     )
 
 
+def v2_error(exc: MlopsError) -> JSONResponse:
+    """The V2 protocol's error body: ``error`` is the message (a string: tritonclient.http formats it as one
+    and fails on anything else), with the platform's ``code`` and ``field`` beside it."""
+    body: dict[str, str] = {"error": exc.message, "code": exc.code}
+    if exc.field:
+        body["field"] = exc.field
+    return JSONResponse(body, status_code=exc.http_status)
+
+
+class V2Route(APIRoute):
+    """Routes under ``/v2`` answer errors in the V2 shape instead of the platform's ``{"error": {...}}``."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def route(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except MlopsError as exc:
+                return v2_error(exc)
+
+        return route
+
+
 def router(plane: DataPlane) -> APIRouter:
-    api = APIRouter(prefix="/v2", tags=["inference"])
+    api = APIRouter(prefix="/v2", tags=["inference"], route_class=V2Route)
 
     @api.get("/health/live")
     async def live() -> JSONResponse:
@@ -207,12 +243,12 @@ def router(plane: DataPlane) -> APIRouter:
         return _metadata(plane.model_metadata(name, version))
 
     async def _ready(name: str, version: str) -> JSONResponse:
-        ok = plane.model_ready(name, version)
-        body = {"name": name, "ready": ok}
+        state = plane.model_state(name, version)
+        body: dict[str, Any] = {"name": name, "ready": state == "ready"}
         if version:
             body["version"] = version
-        # V2: 200 means ready, a 4xx means not (yet).
-        return JSONResponse(body, status_code=200 if ok else 409)
+        # V2: 200 means ready, a 4xx means not: 409 while loading, 404 when unknown.
+        return JSONResponse(body, status_code={"ready": 200, "loading": 409}.get(state, 404))
 
     @api.get("/models/{name}/ready")
     async def model_ready(name: str) -> JSONResponse:

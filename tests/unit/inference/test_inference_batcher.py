@@ -7,9 +7,11 @@ import threading
 
 import numpy as np
 import pytest
+from prometheus_client import REGISTRY
 
 from mlops.errors import Unavailable
-from services.inference.batcher import DynamicBatcher, split_rows
+from services.inference import metrics
+from services.inference.batcher import DynamicBatcher, ResourceExhausted, split_rows
 
 
 class Recorder:
@@ -73,29 +75,65 @@ async def test_oversized_request_runs_alone() -> None:
     await batcher.close()
 
 
-async def test_single_request_waits_at_most_the_queue_delay() -> None:
-    batcher = DynamicBatcher(Recorder(), max_batch_size=64, max_queue_delay_s=0.05, adaptive=False)
+async def test_a_lone_request_is_served_after_the_queue_delay() -> None:
+    fwd = Recorder()
+    batcher = DynamicBatcher(fwd, max_batch_size=64, max_queue_delay_s=0.05, adaptive=False)
     batcher.start()
-    loop = asyncio.get_running_loop()
-    start = loop.time()
-    await batcher.submit(np.ones((1, 2), dtype=np.float32))
-    assert 0.04 < loop.time() - start < 1.0
+    np.testing.assert_array_equal(await batcher.submit(np.ones((1, 2), dtype=np.float32)), np.full((1, 2), 2.0))
+    assert fwd.batches == [1]
+    await batcher.close()
+
+
+async def test_requests_arriving_within_the_delay_join_the_batch() -> None:
+    fwd = Recorder()
+    batcher = DynamicBatcher(fwd, max_batch_size=64, max_queue_delay_s=30.0, adaptive=False)
+    batcher.start()
+    first = batcher.submit(np.zeros((2, 1), dtype=np.float32))
+    await asyncio.sleep(0)  # the worker takes the first and waits for company
+    rest = [batcher.submit(np.full((2, 1), i, dtype=np.float32)) for i in range(31)]  # 64 rows in all: full
+    await asyncio.gather(first, *rest)
+    assert fwd.batches == [64]
     await batcher.close()
 
 
 async def test_adaptive_skips_the_delay_for_a_sequential_client_but_batches_bursts() -> None:
     fwd = Recorder()
-    batcher = DynamicBatcher(fwd, max_batch_size=64, max_queue_delay_s=0.2, adaptive=True)
+    # A delay no test could sit out: sequential calls finishing at all shows they did not wait for it.
+    batcher = DynamicBatcher(fwd, max_batch_size=64, max_queue_delay_s=3600.0, adaptive=True)
     batcher.start()
-    loop = asyncio.get_running_loop()
-    start = loop.time()
     for _ in range(5):
-        await batcher.submit(np.ones((1, 2), dtype=np.float32))
-    assert loop.time() - start < 0.2  # five sequential calls, none waited 0.2 s
-    # A burst: the first batch (after singletons) goes at once, the rest then wait and merge.
+        await asyncio.wait_for(batcher.submit(np.ones((1, 2), dtype=np.float32)), 60)
+    # A burst: every request is queued before the worker runs, so one batch takes them all.
     await asyncio.gather(*(batcher.submit(np.ones((1, 2), dtype=np.float32)) for _ in range(20)))
-    assert fwd.batches[:5] == [1, 1, 1, 1, 1]
-    assert sum(fwd.batches[5:]) == 20 and len(fwd.batches[5:]) <= 3
+    assert fwd.batches == [1, 1, 1, 1, 1, 20]
+    await batcher.close()
+
+
+async def test_a_full_queue_refuses_at_once_and_recovers() -> None:
+    gate, started = threading.Event(), threading.Event()
+
+    def slow(rows: np.ndarray) -> np.ndarray:
+        started.set()
+        gate.wait(30)
+        return rows
+
+    batcher = DynamicBatcher(slow, max_batch_size=4, max_queue_delay_s=0.0, max_queue_rows=6,
+                             labels=("full", "1"))
+    batcher.start()
+    running = batcher.submit(np.ones((4, 1), dtype=np.float32))
+    await asyncio.to_thread(started.wait, 30)  # the first batch is in the forward pass, no longer queued
+    queued = [batcher.submit(np.ones((3, 1), dtype=np.float32)) for _ in range(2)]  # 6 rows: the limit
+    assert batcher.queued_rows == 6 and batcher.in_flight == 3
+    with pytest.raises(ResourceExhausted, match=r"queue .* is full"):
+        batcher.submit(np.ones((1, 1), dtype=np.float32))
+    assert metrics.REFUSED.labels("full", "1")._value.get() == 1
+    gauges = {(s.name, s.labels["model"]): s.value for f in REGISTRY.collect() for s in f.samples
+              if s.labels.get("model") == "full"}
+    assert gauges[("mlops_inference_queue_rows", "full")] == 6
+    assert gauges[("mlops_inference_requests_in_flight", "full")] == 3
+    gate.set()
+    await asyncio.gather(running, *queued)
+    assert (await batcher.submit(np.ones((1, 1), dtype=np.float32))).shape == (1, 1)
     await batcher.close()
 
 
@@ -119,3 +157,20 @@ async def test_close_finishes_queued_work_then_refuses() -> None:
     assert all(p.done() and not p.exception() for p in pending)
     with pytest.raises(Unavailable):
         await batcher.submit(np.ones((1, 1), dtype=np.float32))
+
+
+async def test_inline_forward_gives_the_same_answers_without_a_thread() -> None:
+    threads: set[str] = set()
+
+    def forward(rows: np.ndarray) -> np.ndarray:
+        threads.add(threading.current_thread().name)
+        return rows * 2.0
+
+    batcher = DynamicBatcher(forward, max_batch_size=8, max_queue_delay_s=0.001, inline=True)
+    batcher.start()
+    inputs = [np.full((i % 3 + 1, 2), i, dtype=np.float32) for i in range(12)]
+    results = await asyncio.gather(*(batcher.submit(x) for x in inputs))
+    for x, y in zip(inputs, results, strict=True):
+        np.testing.assert_array_equal(y, x * 2.0)
+    assert threads == {threading.current_thread().name}
+    await batcher.close()

@@ -58,7 +58,7 @@ def _loaded(version: str, stage: str, runtime: Runtime) -> LoadedVersion:
 
 @pytest.fixture
 async def plane() -> AsyncIterator[DataPlane]:
-    repo = ModelRepository(registry=None, settings=InferenceSettings())  # type: ignore[arg-type]
+    repo = ModelRepository(source=None, settings=InferenceSettings())  # type: ignore[arg-type]
     for version, stage, seed in (("1", "production", 1), ("2", "candidate", 2), ("10", "shadow", 3)):
         runtime = Runtime.for_format("torchscript").load(_artifact(seed), torch.device("cpu"))
         repo._install(_loaded(version, stage, runtime))
@@ -82,6 +82,7 @@ def test_torchscript_runtime_from_bytes() -> None:
 def test_default_version_is_production_else_highest(plane: DataPlane) -> None:
     assert plane.repository.get("m").version == "1"
     plane.repository.get("m", "1").stage = "archived"
+    plane.repository._publish(plane.repository._versions)
     assert plane.repository.get("m").version == "10"
     with pytest.raises(NotFound):
         plane.repository.get("m", "7")
@@ -158,3 +159,5 @@ def test_metadata(plane: DataPlane) -> None:
     assert meta.versions == ["1", "2", "10"]
     assert meta.inputs[0].shape == [-1, N_FEATURES] and meta.outputs[0].shape == [-1, N_CLASSES]
     assert plane.model_ready("m", "2")
+    assert not plane.model_ready("m", "7") and plane.model_state("m", "7") == "unknown"
+    assert not plane.model_ready("other") and plane.model_state("m") == "ready"

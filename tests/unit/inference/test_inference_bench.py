@@ -1,0 +1,86 @@
+"""The inference benchmark's parts that are cheap to run: the load generator against the no-op V2 server
+(gRPC) and the naive server (REST), and the contract keys computed from measured samples."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mlops.bench import inference as bench
+from mlops.bench.common import Result
+from mlops.bench.inference_loadgen import drive, parse_args
+from mlops.bench.inference_servers import build_mlp
+
+BASE = int(os.environ.get("MLOPS_TEST_PORT_BASE", "28100")) + 940  # below the ephemeral range
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_mlp(tmp_path_factory.mktemp("bench") / "mlp.pt")
+
+
+def serve(kind: str, port: int, *extra: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-m", "mlops.bench.inference_servers", kind, "--port", str(port), *extra],
+                            env=bench.clean_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+
+
+@pytest.mark.parametrize(("kind", "protocol"), [("noop", "grpc"), ("naive", "rest")])
+async def test_load_generator_drives_a_v2_server(model: Path, kind: str, protocol: str) -> None:
+    port = BASE + (0 if kind == "noop" else 1)
+    proc = serve(kind, port, *(["--model", str(model)] if kind == "naive" else []))
+    target = bench.Target(kind, protocol, port, proc)
+    try:
+        bench.wait_ready(target, 60, Path(os.devnull))
+        args = parse_args(["--protocol", protocol, "--target", f"127.0.0.1:{port}", "--rows", "3",
+                           "--concurrency", "4", "--duration", "0.5", "--warmup", "0.1"])
+        result = await drive(args)
+    finally:
+        bench.stop(proc)
+    assert result["errors"] == 0, result["first_error"]
+    assert result["requests"] > 0 and result["checked"] >= 4
+    assert result["rows_per_s"] == pytest.approx(3 * result["req_per_s"])
+    assert 0 < result["p50_ms"] <= result["p99_ms"]
+
+
+def test_the_load_generator_reports_wrong_answers(model: Path) -> None:
+    port = BASE + 2
+    proc = serve("noop", port)
+    try:
+        bench.wait_ready(bench.Target("noop", "grpc", port, proc), 60, Path(os.devnull))
+        out = subprocess.run([sys.executable, "-m", "mlops.bench.inference_loadgen", "--target", f"127.0.0.1:{port}",
+                              "--outputs", "3", "--duration", "0.3", "--warmup", "0"],
+                             env=bench.clean_env(), capture_output=True, text=True, timeout=60)
+    finally:
+        bench.stop(proc)
+    assert '"errors": 0' not in out.stdout and "expected FP32[1, 3]" in out.stdout
+
+
+def sample(req_per_s: float, rows: int, p99: float) -> dict[str, float]:
+    return {"req_per_s": req_per_s, "rows_per_s": req_per_s * rows, "p50_ms": p99 / 2, "p99_ms": p99, "errors": 0}
+
+
+def test_contract_keys_and_targets_from_samples() -> None:
+    plan = bench.Plan(levels=(64,), rounds=1, seconds=1, warmup=0, raw_seconds=1)
+    rates = {"service": 3000, "service_rest": 900, "noop": 4000, "naive": 500, "mlserver": 1000}
+    targets = []
+    for name, rate in rates.items():
+        t = bench.Target(name, "grpc", 0)
+        t.samples = {(1, 64): [sample(rate, 1, 50 if name == "service" else 100)],
+                     (64, 64): [sample(rate / 2, 64, 80)]}
+        targets.append(t)
+    raw = bench.Target("raw", "raw", 0)
+    raw.samples = {(1, 0): [sample(30000, 1, 0.03)], (64, 0): [sample(10000, 64, 0.1)]}
+    result = Result("inference")
+    bench.report(result, targets, plan, raw)
+    f = result.figures
+    assert f["throughput_ratio_vs_naive_c64"] == 6.0 and f["throughput_ratio_vs_mlserver_c64"] == 3.0
+    assert f["p99_ratio_vs_mlserver_c64"] == 0.5 and f["fraction_of_noop_server_c64"] == 0.75
+    assert f["fraction_of_raw_forward_batch64_c64"] == pytest.approx(1500 * 64 / 640000)
+    assert {k for k, t in result.targets.items() if t["met"]} == {
+        "throughput_ratio_vs_naive_c64", "throughput_ratio_vs_mlserver_c64", "p99_ratio_vs_mlserver_c64",
+        "fraction_of_noop_server_c64"}
