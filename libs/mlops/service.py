@@ -202,6 +202,9 @@ class Service:
             token = request.headers.get("authorization") or _cookie_token(request)
             principal = await self.guard.check(token, permission)
         except MlopsError as exc:
+            if path.startswith("/v2"):
+                # The Open Inference Protocol's error shape: unmodified tritonclient reads "error" as a string.
+                return JSONResponse({"error": exc.message, "code": exc.code}, status_code=exc.http_status)
             return JSONResponse(exc.to_body(), status_code=exc.http_status)
         response = await call_next(request)
         if path.startswith("/ui") and request.query_params.get("token"):
