@@ -24,6 +24,7 @@ from tests.integration.stack import PORT_BASE, stack_env
 pytestmark = pytest.mark.integration
 
 BASE = PORT_BASE + 600
+RATE_LIMIT = 40  # requests per second per token on this stack
 HTTP = {s: BASE + 1 + i for i, s in enumerate(SERVICES)}
 GRPC = {s: BASE + 11 + i for i, s in enumerate(SERVICES)}
 
@@ -74,7 +75,8 @@ class AuthStack:
 def auth_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AuthStack]:
     home = tmp_path_factory.mktemp("auth-home")
     env = stack_env(home)
-    env.update({"MLOPS_AUTH_ENABLED": "true", "MLOPS_EMBEDDED_KAFKA_PORT": str(BASE + 92),
+    env.update({"MLOPS_AUTH_ENABLED": "true", "MLOPS_RATE_LIMIT_PER_S": str(RATE_LIMIT),
+                "MLOPS_EMBEDDED_KAFKA_PORT": str(BASE + 92),
                 "MLOPS_EMBEDDED_REDIS_PORT": str(BASE + 79)})
     for service in SERVICES:
         env[f"MLOPS_{env_name(service)}_HTTP_PORT"] = str(HTTP[service])
@@ -153,6 +155,15 @@ def test_roles_between_viewer_and_admin(auth_stack: AuthStack) -> None:
                  {"stage": "production", "reason": "r"}, scientist) == 403
     assert _rest(auth_stack, "registry", "POST", "/v1/models/m/versions/1/stage",
                  {"stage": "candidate", "reason": "r"}, scientist) == 404  # allowed; the model does not exist
+
+
+def test_a_token_beyond_its_rate_gets_429_and_others_are_unaffected(auth_stack: AuthStack) -> None:
+    _, busy = auth_stack.token("viewer")
+    _, calm = auth_stack.token("viewer")
+    with httpx.Client(timeout=10, headers={"authorization": f"Bearer {busy}"}) as http:
+        codes = [http.get(auth_stack.url("registry", "/v1/models")).status_code for _ in range(6 * RATE_LIMIT)]
+    assert 429 in codes and 200 in codes, codes
+    assert _rest(auth_stack, "registry", "GET", "/v1/models", None, calm) == 200
 
 
 def test_viewer_reads_and_revocation_is_immediate(auth_stack: AuthStack) -> None:
