@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import gc
+
 from mlops.bus import topics
 from mlops.service import Service, run_main
 from mlops.settings import PlatformSettings, service_settings
 from mlops.v1 import feature_pb2_grpc
 from services.feature import consumers, grpc_api, http
+from services.feature.batch_consumer import BatchConsumer
 from services.feature.core import FeatureCore
+from services.feature.datasets import DatasetStore
 from services.feature.definitions import Definitions
-from services.feature.offline import DatasetStore, OfflineWriter
+from services.feature.offline import OfflineWriter
 from services.feature.online import OnlineStore
+from services.feature.quality import Quality
 from services.feature.settings import FeatureSettings
 
 
@@ -18,21 +23,30 @@ async def main() -> None:
     settings = PlatformSettings()
     own = FeatureSettings()
     service = Service(settings, service_settings("feature"))
+    assert service.producer is not None
     defs = Definitions.load(own.definitions)
-    offline = OfflineWriter(settings.home / "offline")
     core = FeatureCore(
         defs,
-        OnlineStore(service.redis, settings.dedup_ttl_s),
-        offline,
-        DatasetStore(settings.home / "offline", settings.home / "datasets", defs.digest),
+        OnlineStore(service.redis, defs, settings.dedup_ttl_s),
+        OfflineWriter(settings.home / "offline"),
+        DatasetStore(settings.home / "offline", settings.home / "datasets", defs),
+        Quality(service.redis, defs),
         own.max_entities,
     )
     service.add_http(http.router(core))
     service.add_grpc(lambda server: feature_pb2_grpc.add_FeatureServiceServicer_to_server(
         grpc_api.FeatureServicer(core), server))
-    service.add_consumer(topics.EVENTS_VALIDATED, consumers.on_validated_online(core), group="feature.online")
-    service.add_consumer(topics.EVENTS_VALIDATED, consumers.on_validated_offline(core), group="feature.offline",
-                         before_commit=offline.flush)
+    # One batch consumer feeds both stores (one span and one Redis script per batch, not per event),
+    # stopped before the producer closes.
+    consumer = BatchConsumer(settings, topics.EVENTS_VALIDATED, "feature",
+                             consumers.on_validated(core, service.producer, own.offline_flush_s,
+                                                    own.offline_flush_rows, own.offline_max_pending),
+                             max_records=own.batch_records)
+    service.add_task(consumer.run)
+    service.on_stop(consumer.stop)
+    # Everything built so far lives as long as the process: keep it out of the cyclic GC's full passes,
+    # which otherwise walk every module object (pauses that show up in read latency tails).
+    gc.freeze()
     await service.run()
 
 

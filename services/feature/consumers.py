@@ -1,24 +1,65 @@
-"""Kafka adapters of the feature service: ``events.validated`` feeds the online store (one consumer
-group) and the offline store (another, whose offsets are committed only after its Parquet flush)."""
+"""Kafka adapter of the feature service: one consumer group (``feature``) on ``events.validated`` feeds both
+stores, so each event is fetched and decoded once.
+
+Each batch is applied to the online store at once (Redis, idempotent by event_id) and its rows are
+buffered for the offline store; the rows are written as Parquet every ``offline_flush_s`` (or sooner,
+at ``offline_flush_rows``), and offsets are committed only after that write, so a committed offset
+always means a durable row and a kill -9 only redelivers what the online store will skip. A failing
+Parquet write does not stop the online store: batches keep flowing, uncommitted, until
+``offline_max_pending`` rows wait; then the consumer stops and retries (lag alerts fire).
+
+A record that is not a ``ValidatedEvent`` goes to ``events.deadletter``.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import logging
+from collections.abc import Awaitable, Callable, Sequence
 
+from google.protobuf.message import DecodeError
+
+from mlops.bus.deadletter import dead_letter
 from mlops.bus.envelope import Envelope
+from mlops.bus.producer import Producer
+from mlops.errors import Unavailable
 from mlops.v1 import events_pb2
-from services.feature.core import FeatureCore
+from services.feature.core import FeatureCore, decode
+
+log = logging.getLogger(__name__)
+
+BatchHandler = Callable[[Sequence[Envelope], bool], Awaitable[bool]]
 
 
-def on_validated_online(core: FeatureCore) -> Callable[[Envelope], Awaitable[None]]:
-    async def handle(env: Envelope) -> None:
-        await core.apply_online(env.decode(events_pb2.ValidatedEvent), env.event_id)
+def _decoded(envelopes: Sequence[Envelope]
+             ) -> tuple[list[tuple[str, events_pb2.ValidatedEvent]], list[tuple[Envelope, str]]]:
+    good, bad = [], []
+    for env in envelopes:
+        try:
+            good.append((env.event_id, decode(env.value)))
+        except DecodeError as exc:
+            bad.append((env, f"bad_payload: not a ValidatedEvent ({exc})"))
+    return good, bad
 
-    return handle
 
-
-def on_validated_offline(core: FeatureCore) -> Callable[[Envelope], Awaitable[None]]:
-    async def handle(env: Envelope) -> None:
-        core.add_offline(env.decode(events_pb2.ValidatedEvent), env.event_id)
+def on_validated(core: FeatureCore, producer: Producer, flush_s: float, flush_rows: int,
+                 max_pending: int) -> BatchHandler:
+    async def handle(envelopes: Sequence[Envelope], final: bool) -> bool:
+        good, bad = _decoded(envelopes)
+        if good:
+            await core.apply(good)
+        for env, reason in bad:
+            await dead_letter(producer, env, reason)
+        offline = core.offline
+        if not (final or offline.pending >= flush_rows or offline.age_s >= flush_s):
+            return offline.pending == 0
+        try:
+            await offline.flush()
+        except Exception as exc:
+            if final or offline.pending >= max_pending:
+                raise Unavailable(f"the offline store cannot be written: {exc!r}") from exc
+            log.warning("offline flush of %d rows failed (online updates continue, offsets wait): %r",
+                        offline.pending, exc)
+            return False
+        return True
 
     return handle

@@ -1,56 +1,102 @@
-"""The feature core: applies validated events to the online store and the offline writer; serves
-online reads and training sets."""
+"""The feature core: applies batches of validated events to the online store and the offline writer;
+serves online reads and training sets. Knows nothing of HTTP, gRPC or Kafka."""
 
 from __future__ import annotations
 
-from datetime import UTC
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from google.protobuf import struct_pb2
 from google.protobuf.json_format import MessageToDict
 from prometheus_client import Counter
 
 from mlops.errors import InvalidArgument
 from mlops.v1 import events_pb2
-from services.feature.definitions import Definitions, max_ttl, operations
-from services.feature.offline import DatasetStore, OfflineWriter
-from services.feature.online import OnlineStore
+from services.feature.datasets import DatasetSpec, DatasetStore
+from services.feature.definitions import Definitions
+from services.feature.offline import OfflineWriter
+from services.feature.online import OnlineEvent, OnlineStore
+from services.feature.quality import Quality
 
 APPLIED = Counter("mlops_feature_events_total", "Validated events seen by the feature service.",
                   ["store", "outcome"])
 
 
+META = frozenset(("entity_id", "event_time", "event_id"))
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def struct_to_dict(fields: struct_pb2.Struct) -> dict[str, Any]:
+    """A Struct as plain Python values (what ``MessageToDict`` gives, about three times faster)."""
+    out: dict[str, Any] = {}
+    entries = fields.fields
+    for name in entries:
+        value = entries[name]
+        kind = value.WhichOneof("kind")
+        if kind == "number_value":
+            out[name] = value.number_value
+        elif kind == "string_value":
+            out[name] = value.string_value
+        elif kind == "bool_value":
+            out[name] = value.bool_value
+        elif kind == "null_value" or kind is None:
+            continue
+        else:
+            out[name] = MessageToDict(value)
+    return out
+
+
+def _datetime(ts: Any) -> datetime:
+    """``ts.ToDatetime(tzinfo=UTC)`` without its calendar arithmetic (one call per event)."""
+    return _EPOCH + timedelta(seconds=ts.seconds, microseconds=ts.nanos // 1000)
+
+
+def decode(value: bytes) -> events_pb2.ValidatedEvent:
+    ev = events_pb2.ValidatedEvent()
+    ev.ParseFromString(value)
+    return ev
+
+
 class FeatureCore:
     def __init__(self, defs: Definitions, online: OnlineStore, offline: OfflineWriter, datasets: DatasetStore,
-                 max_entities: int) -> None:
+                 quality: Quality, max_entities: int) -> None:
         self.defs = defs
         self.online = online
         self.offline = offline
         self.datasets = datasets
+        self.quality = quality
         self._max_entities = max_entities
 
-    async def apply_online(self, ev: events_pb2.ValidatedEvent, event_id: str) -> bool:
-        fields = MessageToDict(ev.fields) if ev.HasField("fields") else {}
-        ops = operations(self.defs, ev.stream, fields)
-        applied = await self.online.apply(
-            event_id, ev.entity_id, ev.event_time.ToMilliseconds(), ops, max_ttl(self.defs, ev.stream)
-        )
-        APPLIED.labels("online", "applied" if applied else "duplicate").inc()
-        return applied
+    async def apply(self, events: Sequence[tuple[str, events_pb2.ValidatedEvent]]) -> None:
+        """Apply ``(event_id, event)`` pairs to the online store (each at most once) and buffer them as
+        offline rows (written by :meth:`OfflineWriter.flush`; repeats are dropped when read)."""
+        batch = []
+        for event_id, ev in events:
+            fields = struct_to_dict(ev.fields)
+            batch.append(OnlineEvent(event_id, ev.entity_id, ev.stream, ev.event_time.ToMilliseconds(), fields))
+            row = {k: v for k, v in fields.items() if k not in META}
+            row["entity_id"] = ev.entity_id
+            row["event_time"] = _datetime(ev.event_time)
+            row["event_id"] = event_id
+            self.offline.add(ev.stream, row)
+        result = await self.online.apply(batch)
+        # Quality counts every event delivered: rates, which a rare redelivery barely moves.
+        await self.quality.observe(batch)
+        APPLIED.labels("online", "applied").inc(result.applied)
+        APPLIED.labels("offline", "buffered").inc(len(batch))
+        if result.duplicates:
+            APPLIED.labels("online", "duplicate").inc(result.duplicates)
+        if result.late:
+            APPLIED.labels("online", "late").inc(result.late)
 
-    def add_offline(self, ev: events_pb2.ValidatedEvent, event_id: str) -> None:
-        fields = MessageToDict(ev.fields) if ev.HasField("fields") else {}
-        row = {
-            "entity_id": ev.entity_id,
-            "event_time": ev.event_time.ToDatetime(tzinfo=UTC),
-            "event_id": event_id,
-            **{k: v for k, v in fields.items() if k not in ("entity_id", "event_time", "event_id")},
-        }
-        self.offline.add(ev.stream, row)
-        APPLIED.labels("offline", "buffered").inc()
-
-    async def read_online(self, entities: list[str], features: list[str]) -> list[dict[str, Any]]:
+    async def read_online(self, entities: Sequence[str], features: Sequence[str],
+                          as_of: datetime | None = None) -> list[dict[str, Any]]:
         if not entities:
             raise InvalidArgument("at least one entity is required", field="entities")
         if len(entities) > self._max_entities:
             raise InvalidArgument(f"at most {self._max_entities} entities per read", field="entities")
-        return await self.online.read([str(e) for e in entities], features)
+        return await self.online.read([str(e) for e in entities], list(features), as_of)
+
+    def build_dataset(self, spec: DatasetSpec) -> dict[str, Any]:
+        return self.datasets.build(spec)

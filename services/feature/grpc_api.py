@@ -12,6 +12,7 @@ from google.protobuf import struct_pb2, timestamp_pb2
 
 from mlops.v1 import feature_pb2, feature_pb2_grpc
 from services.feature.core import FeatureCore
+from services.feature.datasets import DatasetSpec
 
 CHUNK = 1024 * 1024
 
@@ -22,6 +23,32 @@ def _ts(dt: datetime | str | None) -> timestamp_pb2.Timestamp | None:
     ts = timestamp_pb2.Timestamp()
     ts.FromDatetime(datetime.fromisoformat(dt) if isinstance(dt, str) else dt)
     return ts
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _set_time(ts: timestamp_pb2.Timestamp, dt: datetime) -> None:
+    delta = dt - _EPOCH
+    ts.seconds = delta.days * 86400 + delta.seconds
+    ts.nanos = delta.microseconds * 1000
+
+
+def _set_values(struct: struct_pb2.Struct, values: dict[str, Any]) -> None:
+    """``struct.update(values)`` with fast paths for scalars (a read of 100 entities sets ~2,000 values)."""
+    entries = struct.fields
+    for name, value in values.items():
+        kind = type(value)
+        if kind is float or kind is int:
+            entries[name].number_value = value
+        elif kind is str:
+            entries[name].string_value = value
+        elif kind is bool:
+            entries[name].bool_value = value
+        elif value is None:
+            entries[name].null_value = struct_pb2.NULL_VALUE
+        else:
+            struct.update({name: value})
 
 
 def card_to_proto(card: dict[str, Any]) -> feature_pb2.DatasetVersion:
@@ -40,19 +67,23 @@ class FeatureServicer(feature_pb2_grpc.FeatureServiceServicer):
         rows = await self._core.read_online(list(request.entities), list(request.features))
         out = feature_pb2.OnlineFeaturesResponse()
         for row in rows:
-            values = struct_pb2.Struct()
-            values.update(row["values"])
-            out.rows.append(feature_pb2.EntityFeatures(
-                entity_id=row["entity_id"], values=values, event_time=_ts(row["event_time"]), found=row["found"]))
+            msg = out.rows.add()
+            msg.entity_id = row["entity_id"]
+            msg.found = row["found"]
+            if row["event_time"] is not None:
+                _set_time(msg.event_time, row["event_time"])
+            _set_values(msg.values, row["values"])
         return out
 
     async def BuildDataset(self, request: feature_pb2.BuildDatasetRequest,
                            context: grpc.aio.ServicerContext) -> feature_pb2.DatasetVersion:
-        start = request.start.ToDatetime(tzinfo=UTC) if request.HasField("start") else None
-        end = request.end.ToDatetime(tzinfo=UTC) if request.HasField("end") else None
-        card = await asyncio.to_thread(self._core.datasets.build, request.stream, list(request.features),
-                                       request.label, start, end)
-        return card_to_proto(card)
+        spec = DatasetSpec(
+            stream=request.stream, features=list(request.features), label=request.label,
+            start=request.start.ToDatetime(tzinfo=UTC) if request.HasField("start") else None,
+            end=request.end.ToDatetime(tzinfo=UTC) if request.HasField("end") else None,
+            last_n=request.last_n,
+        )
+        return card_to_proto(await asyncio.to_thread(self._core.build_dataset, spec))
 
     async def GetDataset(self, request: feature_pb2.GetDatasetRequest,
                          context: grpc.aio.ServicerContext) -> feature_pb2.DatasetVersion:

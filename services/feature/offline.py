@@ -1,133 +1,139 @@
-"""The offline store: validated events appended as Parquet files partitioned by stream and date, and
-versioned training sets built from it. Rows keep their event time, so a training row holds only what
-was known when its event happened; repeated event_ids (at-least-once delivery) are dropped on read."""
+"""The offline store: validated events appended as Parquet files, partitioned by stream and by the date of
+their event time (``<root>/<stream>/date=YYYY-MM-DD/part-<uuid>.parquet``), and read back for training sets.
+
+Rows keep their event time and event_id. Delivery is at least once, so a file may repeat events that
+another file holds (a batch written, then the process killed before its offsets were committed); every
+read keeps the first copy of each event_id.
+"""
 
 from __future__ import annotations
 
-import hashlib
-import io
+import asyncio
 import json
+import time
 import uuid
 from collections import defaultdict
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
-
-from mlops.errors import InvalidArgument, NotFound
 
 META_COLUMNS = ("entity_id", "event_time", "event_id")
 
 
 class OfflineWriter:
-    """Buffers rows and writes them as one Parquet file per (stream, date) on :meth:`flush`."""
+    """Buffers rows and writes one Parquet file per (stream, date) on :meth:`flush`."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        self._rows: list[dict[str, Any]] = []
+        self._rows: list[tuple[str, dict[str, Any]]] = []
+        self._since = 0.0
+
+    @property
+    def pending(self) -> int:
+        return len(self._rows)
+
+    @property
+    def age_s(self) -> float:
+        """Seconds since the oldest buffered row came in (0 when none)."""
+        return time.monotonic() - self._since if self._rows else 0.0
 
     def add(self, stream: str, row: dict[str, Any]) -> None:
-        self._rows.append({"__stream": stream, **row})
+        if not self._rows:
+            self._since = time.monotonic()
+        self._rows.append((stream, row))
 
     async def flush(self) -> int:
+        """Write every buffered row (files appear atomically); returns how many rows were written."""
         if not self._rows:
             return 0
+        rows = self._rows
+        await asyncio.to_thread(self._write, rows)
+        # Cleared only after the write: a failed flush keeps the rows for the retry.
+        self._rows = self._rows[len(rows):]
+        return len(rows)
+
+    def _write(self, rows: list[tuple[str, dict[str, Any]]]) -> None:
         groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
-        for row in self._rows:
-            stream = row.pop("__stream")
+        for stream, row in rows:
             groups[(stream, row["event_time"].strftime("%Y-%m-%d"))].append(row)
-        for (stream, day), rows in groups.items():
+        for (stream, day), part in groups.items():
             directory = self.root / stream / f"date={day}"
             directory.mkdir(parents=True, exist_ok=True)
             name = f"part-{uuid.uuid4().hex}.parquet"
             tmp = directory / f".{name}.tmp"
-            pq.write_table(pa.Table.from_pylist(rows), tmp)
+            pq.write_table(table(part), tmp)
             tmp.replace(directory / name)
-        written = len(self._rows)
-        self._rows = []
-        return written
 
 
-def read_stream(root: Path, stream: str) -> list[dict[str, Any]]:
-    """Every row of ``stream`` once (first copy of each event_id), ordered by event time."""
-    files = sorted((root / stream).glob("date=*/part-*.parquet"))
+def _column(values: list[Any]) -> pa.Array:
+    try:
+        return pa.array(values)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, OverflowError):
+        # A field whose type changed between schema versions within one file: keep every value, as JSON.
+        return pa.array([None if v is None else json.dumps(v, default=str) for v in values], pa.string())
+
+
+def table(rows: list[dict[str, Any]]) -> pa.Table:
+    """Rows as a table with a column for every key any row has, meta columns first (``Table.from_pylist``
+    takes the first row's keys only, which would drop an optional field the first event lacked); a column
+    of mixed types is kept as JSON text rather than refused."""
+    names: dict[str, None] = dict.fromkeys(META_COLUMNS)
+    for row in rows:
+        for key in row:
+            if key not in names:
+                names[key] = None
+    return pa.table({name: _column([row.get(name) for row in rows]) for name in names})
+
+
+def streams(root: Path) -> list[str]:
+    """The streams the offline store holds."""
+    return sorted(p.name for p in root.iterdir() if p.is_dir()) if root.exists() else []
+
+
+def files(root: Path, stream: str, start: datetime | None = None, end: datetime | None = None) -> list[Path]:
+    """The stream's Parquet files whose date partition can hold events in ``[start, end)``."""
+    out = []
+    for part in sorted((root / stream).glob("date=*")):
+        try:
+            day = date.fromisoformat(part.name[5:])
+        except ValueError:
+            continue
+        if (start and day < start.astimezone(UTC).date()) or (end and day > end.astimezone(UTC).date()):
+            continue
+        out.extend(sorted(part.glob("part-*.parquet")))
+    return out
+
+
+def read_stream(root: Path, stream: str, start: datetime | None = None, end: datetime | None = None,
+                entities: set[str] | None = None, columns: set[str] | None = None) -> list[dict[str, Any]]:
+    """Every row of ``stream`` once (first copy of each event_id) with event time in ``[start, end)``,
+    optionally only of ``entities`` and only ``columns`` (besides the meta columns), ordered by
+    (event time, event_id)."""
     seen: set[str] = set()
     rows: list[dict[str, Any]] = []
-    for f in files:
-        for row in pq.read_table(f).to_pylist():
+    wanted = pa.array(sorted(entities), pa.string()) if entities is not None else None
+    for f in files(root, stream, start, end):
+        names = pq.read_schema(f).names
+        cols = names if columns is None else [c for c in names if c in META_COLUMNS or c in columns]
+        part = pq.read_table(f, columns=cols)
+        if wanted is not None:
+            part = part.filter(pc.is_in(part["entity_id"], value_set=wanted))
+        for row in part.to_pylist():
             if row["event_id"] in seen:
                 continue
             seen.add(row["event_id"])
+            t = row["event_time"]
+            if (start and t < start) or (end and t >= end):
+                continue
             rows.append(row)
     rows.sort(key=lambda r: (r["event_time"], r["event_id"]))
     return rows
 
 
-class DatasetStore:
-    """Training sets, content-addressed: the same rows give the same id; a card describes each one."""
-
-    def __init__(self, offline_root: Path, root: Path, definitions_digest: str) -> None:
-        self.offline_root = offline_root
-        self.root = root
-        self.root.mkdir(parents=True, exist_ok=True)
-        self.definitions_digest = definitions_digest
-
-    def build(self, stream: str, features: list[str], label: str,
-              start: datetime | None = None, end: datetime | None = None) -> dict[str, Any]:
-        if not stream:
-            raise InvalidArgument("stream is required", field="stream")
-        if not features:
-            raise InvalidArgument("at least one feature is required", field="features")
-        if not label:
-            raise InvalidArgument("label is required", field="label")
-        rows = read_stream(self.offline_root, stream)
-        if not rows:
-            raise NotFound(f"the offline store has no events of stream {stream!r}", field="stream")
-        columns = set().union(*(r.keys() for r in rows))
-        for name in [*features, label]:
-            if name not in columns:
-                raise InvalidArgument(f"{name} is not a field of stream {stream!r}", field="features")
-        selected = []
-        for r in rows:
-            t = r["event_time"]
-            if (start and t < start) or (end and t >= end):
-                continue
-            if r.get(label) is None or any(r.get(f) is None for f in features):
-                continue
-            selected.append({**{c: r[c] for c in META_COLUMNS}, **{f: r[f] for f in features}, label: r[label]})
-        if not selected:
-            raise InvalidArgument("no rows with every feature and the label in that time range", field="label")
-        buf = io.BytesIO()
-        pq.write_table(pa.Table.from_pylist(selected), buf)
-        data = buf.getvalue()
-        sha = hashlib.sha256(data).hexdigest()
-        dataset_id = f"ds-{sha[:16]}"
-        card = {
-            "id": dataset_id, "stream": stream, "features": features, "label": label, "rows": len(selected),
-            "sha256": sha, "created_at": datetime.now(UTC).isoformat(),
-            "definitions_hash": self.definitions_digest,
-            "event_time_min": selected[0]["event_time"].isoformat(),
-            "event_time_max": selected[-1]["event_time"].isoformat(),
-        }
-        path = self.root / f"{dataset_id}.parquet"
-        if not path.exists():
-            tmp = path.with_suffix(".tmp")
-            tmp.write_bytes(data)
-            tmp.replace(path)
-            (self.root / f"{dataset_id}.json").write_text(json.dumps(card, indent=2))
-        return json.loads((self.root / f"{dataset_id}.json").read_text())
-
-    def card(self, dataset_id: str) -> dict[str, Any]:
-        path = self.root / f"{Path(dataset_id).name}.json"
-        if not path.exists():
-            raise NotFound(f"dataset {dataset_id!r} does not exist", field="id")
-        return json.loads(path.read_text())
-
-    def read(self, dataset_id: str) -> bytes:
-        card = self.card(dataset_id)
-        data = (self.root / f"{card['id']}.parquet").read_bytes()
-        if hashlib.sha256(data).hexdigest() != card["sha256"]:
-            raise InvalidArgument(f"dataset {dataset_id} is corrupt: its checksum does not match", field="id")
-        return data
+def has_column(root: Path, stream: str, column: str) -> bool:
+    """Whether any of the stream's files has ``column`` (Parquet footers only)."""
+    return any(column in pq.read_schema(f).names for f in files(root, stream))

@@ -1,92 +1,160 @@
-"""The online store: each entity's features in one Redis hash, updated atomically with the event's
-idempotency marker, so a redelivered event never applies twice; reads for many entities at once."""
+"""The online store: each entity's feature state in Redis (a hash of values, a hash of window buckets),
+changed by one Lua script per batch of events (each event atomically with its idempotency marker, see
+``online_lua.py``), and read for many entities at once with windows evaluated, in Redis, at the time of
+the read."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from redis.asyncio import Redis
 
-from services.feature.definitions import Op
+from services.feature.definitions import Aggregation, Definitions, FeatureView
+from services.feature.online_lua import APPLY_BATCH, READ
 
-_APPLY = """
-if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', tonumber(ARGV[1])) then return 0 end
-local t = tonumber(ARGV[2])
-local last = tonumber(redis.call('HGET', KEYS[2], '__event_time') or '-1')
-local newer = t >= last
-local i = 4
-while i <= #ARGV do
-  local op, f, v = ARGV[i], ARGV[i + 1], ARGV[i + 2]
-  if op == 'last' then
-    if newer then redis.call('HSET', KEYS[2], f, v) end
-  elseif op == 'incr' then
-    redis.call('HINCRBYFLOAT', KEYS[2], f, v)
-  elseif op == 'min' or op == 'max' then
-    local cur = redis.call('HGET', KEYS[2], f)
-    if (not cur) or (op == 'min' and tonumber(v) < tonumber(cur)) or (op == 'max' and tonumber(v) > tonumber(cur)) then
-      redis.call('HSET', KEYS[2], f, v)
-    end
-  end
-  i = i + 3
-end
-if newer then redis.call('HSET', KEYS[2], '__event_time', ARGV[2]) end
-redis.call('HINCRBY', KEYS[2], '__events', 1)
-if tonumber(ARGV[3]) > 0 then redis.call('EXPIRE', KEYS[2], tonumber(ARGV[3])) end
-return 1
-"""
+KEY_PREFIX = "mlops:feature:online:"
+WINDOW_PREFIX = "mlops:feature:window:"
+MARKER_PREFIX = "mlops:feature:applied:"
+#: events per script call: bounds how long one call holds Redis (reads wait behind it)
+MAX_EVENTS_PER_CALL = 256
 
 
-def entity_key(entity_id: str) -> str:
-    return f"mlops:feature:online:{entity_id}"
+_PLAIN = frozenset(map(chr, range(32, 127))) - {'"', "\\"}
 
 
-def _decode_row(raw: dict[bytes, bytes]) -> tuple[dict[str, Any], datetime | None]:
-    values: dict[str, Any] = {}
-    sums: dict[str, float] = {}
-    counts: dict[str, float] = {}
-    event_time = None
-    for k, v in raw.items():
-        name = k.decode()
-        if name == "__event_time":
-            event_time = datetime.fromtimestamp(int(float(v)) / 1000, tz=UTC)
-        elif name.startswith("__"):
-            continue
-        elif name.endswith("__sum"):
-            sums[name[:-5]] = float(v)
-        elif name.endswith("__n"):
-            counts[name[:-3]] = float(v)
-        else:
-            values[name] = json.loads(v)
-    for name, total in sums.items():
-        n = counts.get(name, 0.0)
-        values[name] = total / n if n else None
-    return values, event_time
+def json_value(value: Any) -> str:
+    """A field value as the JSON text the store keeps, with fast paths for the common scalars (floats by
+    ``repr``: exact; plain ASCII strings need no escaping)."""
+    kind = type(value)
+    if kind is float:
+        return repr(value) if value == value and value not in (float("inf"), float("-inf")) else "null"
+    if kind is str and _PLAIN.issuperset(value):
+        return f'"{value}"'
+    if kind is bool:
+        return "true" if value else "false"
+    return json.dumps(value, separators=(",", ":"))
+
+
+@dataclass(slots=True)
+class OnlineEvent:
+    event_id: str
+    entity_id: str
+    stream: str
+    time_ms: int
+    fields: dict[str, Any]
+
+
+@dataclass(slots=True)
+class ApplyResult:
+    applied: int = 0
+    duplicates: int = 0
+    late: int = 0
+
+
+def window_groups(view: FeatureView) -> list[tuple[str, int, int, list[Aggregation]]]:
+    """The view's windowed aggregations grouped by window: ``(group id, step ms, buckets, aggregations)``."""
+    groups: dict[tuple[int, int], list[Aggregation]] = {}
+    for agg in view.aggregations:
+        if agg.window is not None:
+            groups.setdefault((agg.window.step_ms, agg.window.buckets), []).append(agg)
+    return [(f"{step}x{buckets}", step, buckets, aggs) for (step, buckets), aggs in groups.items()]
+
+
+def _agg(agg: Aggregation) -> dict[str, Any]:
+    out: dict[str, Any] = {"n": agg.name, "f": agg.fn}
+    if agg.field:
+        out["x"] = agg.field
+    return out
+
+
+def _plan(views: Sequence[FeatureView]) -> str:
+    """The views that apply to one stream, as the JSON the apply script reads."""
+    out = []
+    for view in views:
+        out.append({
+            "v": view.name, "l": view.allowed_lateness_s * 1000,
+            "p": view.passthrough if view.passthrough == "*" else list(view.passthrough),
+            "a": [_agg(a) for a in view.aggregations if a.window is None],
+            "g": [{"id": gid, "s": step, "b": buckets, "a": [_agg(a) for a in aggs]}
+                  for gid, step, buckets, aggs in window_groups(view)],
+        })
+    # cjson reads an empty JSON array as an empty table, as the script wants.
+    return json.dumps(out, separators=(",", ":"))
+
+
+def _read_plan(defs: Definitions) -> str:
+    """Every view's aggregations and TTLs, as the JSON the read script reads."""
+    return json.dumps({
+        "ttl": {v.name: v.ttl_s * 1000 for v in defs.views},
+        "a": [{"n": a.name, "v": v.name, "f": a.fn} for v in defs.views for a in v.aggregations if a.window is None],
+        "g": [{"v": v.name, "id": gid, "s": step, "b": buckets, "a": [{"n": a.name, "f": a.fn} for a in aggs]}
+              for v in defs.views for gid, step, buckets, aggs in window_groups(v)],
+    }, separators=(",", ":"))
 
 
 class OnlineStore:
-    def __init__(self, redis: Redis, marker_ttl_s: int) -> None:
+    def __init__(self, redis: Redis, defs: Definitions, marker_ttl_s: int) -> None:
         self._redis = redis
+        self.defs = defs
         self._marker_ttl = marker_ttl_s
-        self._apply = redis.register_script(_APPLY)
+        self._key_ttl = defs.max_key_ttl()
+        self._apply = redis.register_script(APPLY_BATCH)
+        self._read = redis.register_script(READ)
+        self._read_plan = _read_plan(defs)
+        self._plans: dict[str, str] = {}
 
-    async def apply(self, event_id: str, entity_id: str, event_time_ms: int, ops: list[Op], ttl_s: int) -> bool:
-        """Apply one event's ops; False when this event_id was applied before (a redelivery)."""
-        args: list[str | int] = [self._marker_ttl, event_time_ms, ttl_s]
-        for op in ops:
-            args.extend(op)
-        keys = [f"mlops:feature:applied:{event_id}", entity_key(entity_id)]
-        return bool(await self._apply(keys=keys, args=args))
+    def _plan_for(self, stream: str) -> str:
+        plan = self._plans.get(stream)
+        if plan is None:
+            plan = self._plans[stream] = _plan(self.defs.views_for(stream))
+        return plan
 
-    async def read(self, entities: list[str], features: list[str]) -> list[dict[str, Any]]:
-        pipe = self._redis.pipeline(transaction=False)
-        for entity in entities:
-            pipe.hgetall(entity_key(entity))
+    async def apply(self, events: Sequence[OnlineEvent]) -> ApplyResult:
+        """Apply ``events`` in order; an event_id applied before (a redelivery) changes nothing."""
+        result = ApplyResult()
+        for start in range(0, len(events), MAX_EVENTS_PER_CALL):
+            chunk = events[start : start + MAX_EVENTS_PER_CALL]
+            plan_index: dict[str, str] = {}
+            plans: list[str] = []
+            keys: list[str] = []
+            bodies: list[str] = []
+            for ev in chunk:
+                idx = plan_index.get(ev.stream)
+                if idx is None:
+                    plans.append(self._plan_for(ev.stream))
+                    idx = plan_index[ev.stream] = str(len(plans))
+                keys.append(MARKER_PREFIX + ev.event_id)
+                keys.append(KEY_PREFIX + ev.entity_id)
+                keys.append(WINDOW_PREFIX + ev.entity_id)
+                body = [idx, str(ev.time_ms)]
+                for name, value in ev.fields.items():
+                    body.append(name)
+                    body.append(json_value(value))
+                bodies.append("\x1e".join(body))
+            args: list[str | int] = [self._marker_ttl, self._key_ttl, len(plans), *plans, *bodies]
+            applied, dupes, late = await self._apply(keys=keys, args=args)
+            result.applied += int(applied)
+            result.duplicates += int(dupes)
+            result.late += int(late)
+        return result
+
+    async def read(self, entities: Sequence[str], features: Sequence[str], as_of: datetime | None = None
+                   ) -> list[dict[str, Any]]:
+        """Each entity's features (all, or ``features``), windows evaluated at ``as_of`` (default: now)."""
+        now_ms = int((as_of or datetime.now(UTC)).timestamp() * 1000)
+        keys = [k for e in entities for k in (KEY_PREFIX + e, WINDOW_PREFIX + e)]
+        found = json.loads(await self._read(keys=keys, args=[now_ms, self._read_plan]))
         rows = []
-        for entity, raw in zip(entities, await pipe.execute(), strict=True):
-            values, event_time = _decode_row(raw)
+        for entity, item in zip(entities, found, strict=True):
+            values, event_time = item if item is not None else ({}, None)
             if features:
                 values = {f: values.get(f) for f in features}
-            rows.append({"entity_id": entity, "values": values, "event_time": event_time, "found": bool(raw)})
+            rows.append({
+                "entity_id": entity, "values": values, "found": item is not None,
+                "event_time": datetime.fromtimestamp(event_time / 1000, tz=UTC) if event_time is not None else None,
+            })
         return rows

@@ -15,3 +15,9 @@ class FeatureSettings(BaseSettings):
 
     definitions: Path = Field(DEFAULT_DEFINITIONS, description="The feature definitions file (YAML).")
     max_entities: int = Field(10_000, description="Most entities in one online read.")
+    batch_records: int = Field(2000, description="Most records one consumer batch takes from events.validated.")
+    offline_flush_s: float = Field(1.0, description="Longest a row waits in memory before its Parquet write.")
+    offline_flush_rows: int = Field(50_000, description="Rows that trigger a Parquet write before the time is up.")
+    offline_max_pending: int = Field(
+        1_000_000, description="Rows that may wait for a failing Parquet write before the consumer stops."
+    )

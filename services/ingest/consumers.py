@@ -1,47 +1,103 @@
 """Kafka adapter of ingest: records on ``events.raw`` (JSON, or protobuf ``RawEvent``) are validated like
-REST events; a record that cannot be ingested goes to ``events.deadletter`` with the reason in headers."""
+REST events, a batch at a time (grouped by stream: one dedup check, one produce, one mark per group); a
+record that cannot be ingested goes to ``events.deadletter``, unchanged, with the reason in headers."""
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from mlops.bus.envelope import JSON, Envelope
-from mlops.errors import PoisonRecord
+from mlops.bus.deadletter import dead_letter
+from mlops.bus.envelope import CONTENT_TYPE, Envelope
+from mlops.bus.producer import Producer
+from mlops.errors import MlopsError, PoisonRecord
 from mlops.v1 import events_pb2
 from services.ingest.core import Ingestor
 from services.ingest.grpc_api import raw_to_dict
 
+BatchHandler = Callable[[Sequence[Envelope], bool], Awaitable[bool]]
+
+
+def _looks_json(env: Envelope) -> bool:
+    """The record's content-type header decides; without one, a record whose first non-blank byte opens a
+    JSON object or array is JSON. (Sniffing the first byte alone is wrong: a protobuf RawEvent starts
+    with 0x0a, a newline, the tag of its first field.)"""
+    declared = env.headers.get(CONTENT_TYPE)
+    if declared:
+        return "json" in declared
+    return env.value.lstrip(b" \t\r\n")[:1] in (b"{", b"[")
+
+
+class _NotJson(PoisonRecord):
+    pass
+
+
+def _parse_json(env: Envelope) -> tuple[str, dict[str, Any]]:
+    try:
+        data = json.loads(env.value)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise _NotJson(f"bad_json: the record is not valid JSON ({exc})") from exc
+    if not isinstance(data, dict):
+        raise PoisonRecord("not_an_object: an events.raw record must be one JSON object")
+    stream = data.get("stream")
+    if not isinstance(stream, str) or not stream:
+        raise PoisonRecord("missing_field: stream is required", field="stream")
+    event = data.get("event", {k: v for k, v in data.items() if k != "stream"})
+    if not isinstance(event, dict):
+        raise PoisonRecord("not_an_object: event must be a JSON object", field="event")
+    return stream, event
+
 
 def _parse(env: Envelope, ingestor: Ingestor) -> tuple[str, dict[str, Any]]:
-    looks_json = env.content_type == JSON or env.value[:1] in (b"{", b"[", b" ", b"\n")
-    if looks_json:
+    if _looks_json(env):
         try:
-            data = json.loads(env.value)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise PoisonRecord(f"bad_json: the record is not valid JSON ({exc})") from exc
-        if not isinstance(data, dict):
-            raise PoisonRecord("not_an_object: an events.raw record must be one JSON object")
-        stream = data.get("stream")
-        if not isinstance(stream, str) or not stream:
-            raise PoisonRecord("missing_field: stream is required", field="stream")
-        event = data.get("event", {k: v for k, v in data.items() if k != "stream"})
-        if not isinstance(event, dict):
-            raise PoisonRecord("not_an_object: event must be a JSON object", field="event")
-        return stream, event
-    raw = env.decode(events_pb2.RawEvent)
+            return _parse_json(env)
+        except _NotJson:
+            if env.headers.get(CONTENT_TYPE):
+                raise
+            # undeclared, and not JSON after all: a protobuf whose first bytes happened to look like JSON?
+            try:
+                raw = env.decode(events_pb2.RawEvent)
+            except PoisonRecord:
+                raise PoisonRecord("bad_json: the record is neither JSON nor a protobuf RawEvent") from None
+    else:
+        raw = env.decode(events_pb2.RawEvent)
     if not raw.stream:
         raise PoisonRecord("missing_field: stream is required", field="stream")
     return raw.stream, raw_to_dict(raw, ingestor.schemas.get(raw.stream))
 
 
-def on_raw(ingestor: Ingestor) -> Callable[[Envelope], Awaitable[None]]:
-    async def handle(env: Envelope) -> None:
-        stream, event = _parse(env, ingestor)
-        result = await ingestor.ingest(stream, [event], default_ids=[env.event_id])
-        if result.rejected:
-            r = result.rejected[0]
-            raise PoisonRecord(f"{r.reason}: {r.error}", field=r.field)
+def _reason(exc: MlopsError) -> str:
+    return exc.message if isinstance(exc, PoisonRecord) else f"{exc.code}: {exc.message}"
+
+
+def on_raw(ingestor: Ingestor, producer: Producer) -> BatchHandler:
+    async def handle(envelopes: Sequence[Envelope], final: bool) -> bool:
+        by_stream: dict[str, list[tuple[Envelope, dict[str, Any]]]] = {}
+        dead: list[tuple[Envelope, str, str | None]] = []
+        for env in envelopes:
+            try:
+                stream, event = _parse(env, ingestor)
+            except MlopsError as exc:
+                if exc.http_status >= 500 and not isinstance(exc, PoisonRecord):
+                    raise  # not the record's fault: retry the batch
+                dead.append((env, _reason(exc), exc.field))
+                continue
+            by_stream.setdefault(stream, []).append((env, event))
+        for stream, items in by_stream.items():
+            try:
+                ids = [env.event_id for env, _ in items]
+                result = await ingestor.ingest(stream, [e for _, e in items], default_ids=ids)
+            except MlopsError as exc:
+                if exc.http_status >= 500:
+                    raise
+                dead.extend((env, _reason(exc), exc.field) for env, _ in items)
+                continue
+            dead.extend((items[r.index][0], f"{r.reason}: {r.error}", r.field) for r in result.rejected)
+        # Dead letters go out before the batch is committed (concurrently: their order does not matter).
+        await asyncio.gather(*(dead_letter(producer, env, reason, field) for env, reason, field in dead))
+        return True
 
     return handle

@@ -7,7 +7,9 @@ import json
 import math
 import re
 import threading
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
@@ -34,7 +36,15 @@ class StreamSchema(BaseModel):
     entity_field: str = "entity_id"
     time_field: str = "event_time"
     fields: list[FieldSpec] = Field(default_factory=list)
+    dedup_window_s: int | None = Field(
+        None, ge=1, description="A repeated event_id within this many seconds is dropped (default: the service's)."
+    )
     version: int = 0
+
+    @cached_property
+    def known_keys(self) -> frozenset[str]:
+        """Every key an event of this stream may carry (computed once per schema version)."""
+        return frozenset({f.name for f in self.fields} | RESERVED | {self.entity_field, self.time_field})
 
     @field_validator("fields")
     @classmethod
@@ -43,11 +53,15 @@ class StreamSchema(BaseModel):
         dupes = {n for n in names if names.count(n) > 1}
         if dupes:
             raise ValueError(f"duplicate field names: {sorted(dupes)}")
+        bad = [n for n in names if not n or any(ord(c) < 32 for c in n)]
+        if bad:
+            raise ValueError(f"field names must be non-empty without control characters: {bad!r}")
         return fields
 
 
-class ValidEvent(BaseModel):
-    """An event that passed its schema, normalised."""
+@dataclass(slots=True)
+class ValidEvent:
+    """An event that passed its schema, normalised (a plain slotted class: built once per event on the hot path)."""
 
     event_id: str | None
     entity_id: str
@@ -129,8 +143,7 @@ def validate_event(schema: StreamSchema, event: Any, now: datetime | None = None
         raise EventError(f"{schema.entity_field} must be a string or an int", schema.entity_field, "wrong_type")
     raw_time = event.get(schema.time_field)
     event_time = _parse_time(raw_time, schema.time_field) if raw_time is not None else (now or datetime.now(UTC))
-    specs = {f.name: f for f in schema.fields}
-    known = set(specs) | RESERVED | {schema.entity_field, schema.time_field}
+    known = schema.known_keys
     for key in event:
         if key not in known:
             raise EventError(f"{key} is not a field of stream {schema.stream!r}", key, "unknown_field")

@@ -24,7 +24,8 @@ ENTITIES = 50
 
 async def _schema(client: httpx.AsyncClient, stack: Stack, stream: str) -> None:
     r = await client.put(stack.url("ingest", f"/v1/streams/{stream}/schema"),
-                         json={"fields": [{"name": "amount", "type": "float"}]})
+                         json={"fields": [{"name": "amount", "type": "float"},
+                                          {"name": "y", "type": "int", "required": False}]})
     assert r.status_code == 200, r.text
 
 
@@ -100,8 +101,8 @@ async def test_feature_kill9_loses_nothing_and_applies_nothing_twice(stack: Stac
 
         async def feed() -> None:
             for start in range(0, N, 100):
-                batch = [{"event_id": f"{run}-{i}", "entity_id": entities[i % ENTITIES], "amount": float(i)}
-                         for i in range(start, start + 100)]
+                batch = [{"event_id": f"{run}-{i}", "entity_id": entities[i % ENTITIES], "amount": float(i),
+                          "y": i % 2} for i in range(start, start + 100)]
                 r = await client.post(stack.url("ingest", f"/v1/streams/{stream}/events"), json=batch)
                 assert r.status_code == 202 and r.json()["accepted"] == 100, r.text
                 await asyncio.sleep(0.1)
@@ -114,7 +115,7 @@ async def test_feature_kill9_loses_nothing_and_applies_nothing_twice(stack: Stac
         # The offline store may hold a batch twice (written, then killed before the commit); reads drop repeats.
         async def offline_rows() -> int:
             r = await client.post(stack.url("feature", "/v1/datasets"),
-                                  json={"stream": stream, "features": ["amount"], "label": "amount"})
+                                  json={"stream": stream, "features": ["amount"], "label": "y"})
             return int(r.json()["rows"]) if r.status_code == 201 else 0
 
         assert await _wait_for(offline_rows, N, timeout_s=90) == N

@@ -1,0 +1,465 @@
+"""The Redis Lua scripts of the online store: apply a batch of events, read many entities.
+
+Apply: each event is applied atomically with its idempotency marker (``SET marker NX``: a redelivered
+event is skipped), so at-least-once delivery gives exactly-once effects. One call takes a whole batch
+(bounded by the caller, so Redis is never held for long); one event costs a few hash commands whatever
+the number of features.
+
+Read: windows are evaluated in Redis at the time of the read, and one JSON text comes back for all the
+entities of the call.
+
+Every aggregation state is a *payload* string, the same for a whole-history value, a window bucket and
+a whole window, so buckets combine into windows with one function:
+count ``"<n>"``, sum ``"<x>"`` (``%.17g``: exact), mean ``"<n>|<sum>"``, min/max the JSON number or ``""``,
+last ``"<event time ms>|<json>"`` or ``""``, distinct_count ``"<n>"`` then the JSON values, each followed
+by ``\\x1f`` (JSON never holds a raw one; the count up front makes reading it O(1)) or ``""``.
+
+A view's windowed aggregations that share a window (same step and size) form a *group*, kept together:
+one bucket holds the payloads of every aggregation of the group, joined by ``\x1d`` (so an event touches
+one bucket field per window, not one per aggregation).
+
+An entity's main hash (``mlops:feature:online:<entity>``), read whole on every read:
+
+- ``p:<view>:<field>``  a pass-through field, ``"<event time ms>|<json>"`` (last by event time)
+- ``a:<agg>``           a whole-history aggregation's payload
+- ``m:<view>:<group>``  a window group at the view's watermark: ``<bucket>`` then the whole window's payloads
+- ``__wm:<view>``       the view's watermark (the greatest event time it has seen for this entity);
+  ``__event_time`` the greatest of all; ``__events`` events applied; ``__late`` events too late for windows
+
+Its window hash (``mlops:feature:window:<entity>``) holds the buckets, ``<view>:<group>:<bucket>`` -> the
+group's payloads, with bucket = floor(event time / step). A read at the watermark's bucket uses ``m:``
+alone; a read after it combines the buckets still inside the window; a read a whole window later needs
+nothing.
+
+Windows: an event more than ``allowed_lateness`` behind the view's watermark is not counted in its
+windows; when the watermark enters a new bucket, buckets that left the window are deleted (at most one
+window's worth) and ``m:`` is recomputed from the buckets left, so both hashes stay bounded.
+"""
+
+# Payload helpers shared by both scripts.
+_COMMON = r"""
+local floor, find, sub, fmt, match = math.floor, string.find, string.sub, string.format, string.match
+
+local function number(x)
+  if x ~= x or x == math.huge or x == -math.huge then return 'null' end
+  if x == floor(x) and x > -1e15 and x < 1e15 then return fmt('%d', x) end
+  return fmt('%.17g', x)
+end
+
+local function empty(fn)
+  if fn == 'count' or fn == 'sum' then return '0' end
+  if fn == 'mean' then return '0|0' end
+  return ''
+end
+
+-- the payload after one more event (json value v, its number x or nil, event time t)
+local function step(fn, p, v, x, t)
+  if p == nil or p == false then p = empty(fn) end
+  if fn == 'count' then return fmt('%d', tonumber(p) + 1) end
+  if fn == 'last' then
+    if p ~= '' and t < tonumber(match(p, '^(%-?%d+)|')) then return p end
+    return fmt('%d', t) .. '|' .. v
+  end
+  if fn == 'distinct_count' then
+    if p == '' then return '1\31' .. v .. '\31' end
+    local head = find(p, '\31', 1, true)
+    if find(p, '\31' .. v .. '\31', head, true) then return p end
+    return fmt('%d', tonumber(sub(p, 1, head - 1)) + 1) .. sub(p, head) .. v .. '\31'
+  end
+  if x == nil then return p end
+  if fn == 'sum' then return fmt('%.17g', tonumber(p) + x) end
+  if fn == 'mean' then
+    local bar = find(p, '|', 1, true)
+    return fmt('%d', tonumber(sub(p, 1, bar - 1)) + 1) .. '|' .. fmt('%.17g', tonumber(sub(p, bar + 1)) + x)
+  end
+  if p == '' or (fn == 'min' and x < tonumber(p)) or (fn == 'max' and x > tonumber(p)) then return v end
+  return p
+end
+
+-- several payloads (buckets) as one
+local function combine(fn, ps)
+  local out = empty(fn)
+  if fn == 'count' or fn == 'sum' then
+    local total = 0
+    for _, p in ipairs(ps) do total = total + tonumber(p) end
+    if fn == 'count' then return fmt('%d', total) end
+    return fmt('%.17g', total)
+  end
+  if fn == 'mean' then
+    local n, s = 0, 0
+    for _, p in ipairs(ps) do
+      local bar = find(p, '|', 1, true)
+      n = n + tonumber(sub(p, 1, bar - 1))
+      s = s + tonumber(sub(p, bar + 1))
+    end
+    return fmt('%d', n) .. '|' .. fmt('%.17g', s)
+  end
+  if fn == 'min' or fn == 'max' then
+    for _, p in ipairs(ps) do
+      if p ~= '' and (out == '' or (fn == 'min' and tonumber(p) < tonumber(out))
+                      or (fn == 'max' and tonumber(p) > tonumber(out))) then out = p end
+    end
+    return out
+  end
+  if fn == 'last' then
+    local best
+    for _, p in ipairs(ps) do
+      if p ~= '' then
+        local t = tonumber(match(p, '^(%-?%d+)|'))
+        if best == nil or t >= best then best = t; out = p end
+      end
+    end
+    return out
+  end
+  -- distinct_count: the union
+  local seen, items = {}, {}
+  for _, p in ipairs(ps) do
+    local pos = (find(p, '\31', 1, true) or #p) + 1
+    while pos <= #p do
+      local j = find(p, '\31', pos, true)
+      local item = sub(p, pos, j - 1)
+      if not seen[item] then seen[item] = true; items[#items + 1] = item end
+      pos = j + 1
+    end
+  end
+  if #items == 0 then return '' end
+  return fmt('%d', #items) .. '\31' .. table.concat(items, '\31') .. '\31'
+end
+
+-- the JSON value of a payload
+local function final(fn, p)
+  if fn == 'count' then return p end
+  if fn == 'sum' then return number(tonumber(p)) end
+  if fn == 'mean' then
+    local bar = find(p, '|', 1, true)
+    local n = tonumber(sub(p, 1, bar - 1))
+    if n == 0 then return 'null' end
+    return number(tonumber(sub(p, bar + 1)) / n)
+  end
+  if p == '' then
+    if fn == 'distinct_count' then return '0' end
+    return 'null'
+  end
+  if fn == 'last' then return sub(p, find(p, '|', 1, true) + 1) end
+  if fn == 'distinct_count' then return sub(p, 1, find(p, '\31', 1, true) - 1) end
+  return p
+end
+"""
+
+# KEYS: per event, its marker key, its main hash, its window hash.
+# ARGV: marker TTL, key TTL, number of plans P, P plan JSONs, then one string per event:
+#   plan index, event time ms, then (field name, JSON value) pairs, all joined by \x1e.
+# A plan lists the views that apply to one stream: [{"v": view, "l": lateness ms, "p": [fields] | "*",
+#   "a": [{"n": name, "f": fn, "x": field?}] (whole history),
+#   "g": [{"id": group, "s": step ms, "b": buckets, "a": [{"n", "f", "x"?}]}] (windows)}].
+# Returns {applied, duplicates, late}.
+APPLY_BATCH = _COMMON + r"""
+local marker_ttl = tonumber(ARGV[1])
+local key_ttl = tonumber(ARGV[2])
+local nplans = tonumber(ARGV[3])
+local plans = {}
+for i = 1, nplans do
+  -- field names that do not depend on the event, made once per call rather than once per event
+  local plan = cjson.decode(ARGV[3 + i])
+  for _, view in ipairs(plan) do
+    view.wmf = '__wm:' .. view.v
+    view.pp = 'p:' .. view.v .. ':'
+    for _, agg in ipairs(view.a) do agg.af = 'a:' .. agg.n end
+    for _, g in ipairs(view.g) do
+      g.mf = 'm:' .. view.v .. ':' .. g.id
+      g.pfx = view.v .. ':' .. g.id .. ':'
+    end
+  end
+  plans[i] = plan
+end
+
+local function split(s, sep)
+  local out, pos = {}, 1
+  while true do
+    local i = find(s, sep, pos, true)
+    if not i then out[#out + 1] = sub(s, pos); return out end
+    out[#out + 1] = sub(s, pos, i - 1)
+    pos = i + 1
+  end
+end
+
+local function hmget(key, fields, into)
+  if #fields == 0 then return end
+  local got = redis.call('HMGET', key, unpack(fields))
+  for i, f in ipairs(fields) do into[f] = got[i] end
+end
+
+local function hset(key, map)
+  local flat = {}
+  for f, v in pairs(map) do flat[#flat + 1] = f; flat[#flat + 1] = v end
+  if #flat > 0 then redis.call('HSET', key, unpack(flat)) end
+  return #flat > 0
+end
+
+-- the group's payloads after one event (vs: the event's value per aggregation, or nil)
+local function step_group(g, parts, vs, t)
+  local out = {}
+  for i, agg in ipairs(g.a) do
+    local p = parts and parts[i] or nil
+    local v = vs[i]
+    if v then out[i] = step(agg.f, p, v, tonumber(v), t) else out[i] = p or empty(agg.f) end
+  end
+  return out
+end
+
+local applied, dupes, late = 0, 0, 0
+for e = 1, #ARGV - 3 - nplans do
+  local mk, ek, wk = KEYS[3 * e - 2], KEYS[3 * e - 1], KEYS[3 * e]
+  if not redis.call('SET', mk, '1', 'NX', 'EX', marker_ttl) then
+    dupes = dupes + 1
+  else
+    applied = applied + 1
+    local parts = split(ARGV[3 + nplans + e], '\30')
+    local plan = plans[tonumber(parts[1])]
+    local tstr = parts[2]
+    local t = tonumber(tstr)
+    local fv, names = {}, {}
+    for i = 3, #parts - 1, 2 do
+      fv[parts[i]] = parts[i + 1]
+      names[#names + 1] = parts[i]
+    end
+
+    -- 1. the main-hash fields this event reads, in one HMGET
+    local want = {'__event_time', '__events'}
+    for _, view in ipairs(plan) do
+      want[#want + 1] = view.wmf
+      local pnames = view.p
+      if pnames == '*' then pnames = names end
+      for _, name in ipairs(pnames) do
+        if fv[name] then want[#want + 1] = view.pp .. name end
+      end
+      for _, agg in ipairs(view.a) do want[#want + 1] = agg.af end
+      for _, g in ipairs(view.g) do want[#want + 1] = g.mf end
+    end
+    local cur = {}
+    hmget(ek, want, cur)
+
+    -- 2. watermarks, pass-through fields, whole-history aggregations; which buckets to read
+    local set, wset, wdel, wwant, jobs = {}, {}, {}, {}, {}
+    local was_late = false
+    for _, view in ipairs(plan) do
+      local wm_old = cur[view.wmf] and tonumber(cur[view.wmf]) or nil
+      local wm_new = t
+      if wm_old and wm_old > t then wm_new = wm_old else set[view.wmf] = tstr end
+      local is_late = wm_old ~= nil and t < wm_old - view.l
+      if is_late then was_late = true end
+      local pnames = view.p
+      if pnames == '*' then pnames = names end
+      for _, name in ipairs(pnames) do
+        local v = fv[name]
+        if v then
+          local f = view.pp .. name
+          local c = cur[f]
+          if (not c) or t >= tonumber(sub(c, 1, find(c, '|', 1, true) - 1)) then set[f] = tstr .. '|' .. v end
+        end
+      end
+      for _, agg in ipairs(view.a) do
+        local v = '1'
+        if agg.x then v = fv[agg.x] end
+        if v then set[agg.af] = step(agg.f, cur[agg.af], v, tonumber(v), t) end
+      end
+      for _, g in ipairs(view.g) do
+        local cnew = floor(wm_new / g.s)
+        local m = cur[g.mf]
+        local mparts, cold = nil, nil
+        if m then
+          mparts = split(m, '\29')
+          cold = tonumber(mparts[1])
+        end
+        local vs, any = {}, false
+        for i, agg in ipairs(g.a) do
+          local v = '1'
+          if agg.x then v = fv[agg.x] end
+          vs[i] = v
+          if v then any = true end
+        end
+        local job = {g = g, cnew = cnew, vs = vs, mparts = mparts, advance = (cold == nil or cnew ~= cold)}
+        local b = floor(t / g.s)
+        if any and (not is_late) and b > cnew - g.b then
+          job.bf = g.pfx .. b  -- integral floats print as integers below 1e14
+          wwant[#wwant + 1] = job.bf
+        end
+        if job.advance then
+          local bnames = {}
+          for k = cnew - g.b + 1, cnew do
+            local bf = g.pfx .. k
+            bnames[#bnames + 1] = bf
+            wwant[#wwant + 1] = bf
+          end
+          job.bnames = bnames
+          if cold then
+            for k = cold - g.b + 1, math.min(cnew - g.b, cold) do wdel[#wdel + 1] = g.pfx .. k end
+          end
+        end
+        jobs[#jobs + 1] = job
+      end
+    end
+
+    -- 3. window buckets, and each group's whole window at the (new) watermark
+    local wcur = {}
+    hmget(wk, wwant, wcur)
+    for _, job in ipairs(jobs) do
+      local g = job.g
+      if job.bf then
+        local old = wcur[job.bf]
+        local bparts = step_group(g, old and split(old, '\29') or nil, job.vs, t)
+        wset[job.bf] = table.concat(bparts, '\29')
+        wcur[job.bf] = wset[job.bf]
+      end
+      local mparts
+      if job.advance then
+        local per = {}
+        for i = 1, #g.a do per[i] = {} end
+        for _, bf in ipairs(job.bnames) do
+          local bv = wcur[bf]
+          if bv then
+            for i, p in ipairs(split(bv, '\29')) do per[i][#per[i] + 1] = p end
+          end
+        end
+        mparts = {}
+        for i, agg in ipairs(g.a) do mparts[i] = combine(agg.f, per[i]) end
+      elseif job.bf then
+        local old = {}
+        for i = 2, #job.mparts do old[i - 1] = job.mparts[i] end
+        mparts = step_group(g, old, job.vs, t)
+      end
+      if mparts then set[g.mf] = job.cnew .. '\29' .. table.concat(mparts, '\29') end
+    end
+
+    local last = cur['__event_time'] and tonumber(cur['__event_time']) or nil
+    if (not last) or t > last then set['__event_time'] = tstr end
+    set['__events'] = fmt('%d', (tonumber(cur['__events'] or '0') or 0) + 1)
+    if was_late then
+      late = late + 1
+      redis.call('HINCRBY', ek, '__late', 1)
+    end
+    hset(ek, set)
+    if #wdel > 0 then redis.call('HDEL', wk, unpack(wdel)) end
+    local windows = hset(wk, wset)
+    if key_ttl > 0 then
+      redis.call('EXPIRE', ek, key_ttl)
+      if windows then redis.call('EXPIRE', wk, key_ttl) end
+    end
+  end
+end
+return {applied, dupes, late}
+"""
+
+# KEYS: per entity, its main hash then its window hash. ARGV: now ms, then the read plan JSON:
+#   {"ttl": {view: ttl ms (0: none)}, "a": [{"n": name, "v": view, "f": fn}] (whole history),
+#    "g": [{"v": view, "id": group, "s": step ms, "b": buckets, "a": [{"n", "f"}]}] (windows)}.
+# Returns one JSON text, an array with per entity [features object, last event time ms] or null when
+# the entity has no hash (one string to move and parse, rather than two per entity).
+READ = _COMMON + r"""
+local now = tonumber(ARGV[1])
+local plan = cjson.decode(ARGV[2])
+local ttl = plan.ttl
+-- JSON keys made once per call
+for _, agg in ipairs(plan.a) do agg.key = cjson.encode(agg.n) .. ':' end
+for _, g in ipairs(plan.g) do
+  g.mf = g.v .. ':' .. g.id
+  g.pfx = g.v .. ':' .. g.id .. ':'
+  for _, agg in ipairs(g.a) do agg.key = cjson.encode(agg.n) .. ':' end
+end
+
+local function stale(view, updated)
+  local t = ttl[view]
+  return t and t > 0 and now - updated > t
+end
+
+local function split(s, sep)
+  local out, pos = {}, 1
+  while true do
+    local i = find(s, sep, pos, true)
+    if not i then out[#out + 1] = sub(s, pos); return out end
+    out[#out + 1] = sub(s, pos, i - 1)
+    pos = i + 1
+  end
+end
+
+local out = {}
+for i = 1, #KEYS, 2 do
+  local ek, wk = KEYS[i], KEYS[i + 1]
+  local raw = redis.call('HGETALL', ek)
+  if #raw == 0 then
+    out[#out + 1] = 'null'
+  else
+    local pass, whole, window, wm = {}, {}, {}, {}
+    local event_time = false
+    for j = 1, #raw, 2 do
+      local name, v = raw[j], raw[j + 1]
+      local kind = sub(name, 1, 2)
+      if kind == 'p:' then
+        local c = find(name, ':', 3, true)
+        local field = sub(name, c + 1)
+        local bar = find(v, '|', 1, true)
+        local t = tonumber(sub(v, 1, bar - 1))
+        local best = pass[field]
+        if not best or t > best[1] then pass[field] = {t, sub(v, bar + 1), sub(name, 3, c - 1)} end
+      elseif kind == 'a:' then
+        whole[sub(name, 3)] = v
+      elseif kind == 'm:' then
+        window[sub(name, 3)] = v
+      elseif sub(name, 1, 5) == '__wm:' then
+        wm[sub(name, 6)] = tonumber(v)
+      elseif name == '__event_time' then
+        event_time = v
+      end
+    end
+    local parts = {}
+    for field, best in pairs(pass) do
+      local v = best[2]
+      if stale(best[3], best[1]) then v = 'null' end
+      if find(field, '[%c"\\]') then parts[#parts + 1] = cjson.encode(field) .. ':' .. v
+      else parts[#parts + 1] = '"' .. field .. '":' .. v end
+    end
+    for _, agg in ipairs(plan.a) do
+      local w = wm[agg.v]
+      if w then
+        local value = 'null'
+        if not stale(agg.v, w) then value = final(agg.f, whole[agg.n] or empty(agg.f)) end
+        parts[#parts + 1] = agg.key .. value
+      end
+    end
+    for _, g in ipairs(plan.g) do
+      local w = wm[g.v]
+      if w then
+        local finals = {}
+        local m = window[g.mf]
+        if stale(g.v, w) then
+          for k = 1, #g.a do finals[k] = 'null' end
+        else
+          local mparts = m and split(m, '\29') or nil
+          local c = mparts and tonumber(mparts[1]) or nil
+          local h = floor(now / g.s)
+          if c and h == c then
+            for k, agg in ipairs(g.a) do finals[k] = final(agg.f, mparts[k + 1]) end
+          elseif (not c) or h - g.b + 1 > c then
+            for k, agg in ipairs(g.a) do finals[k] = final(agg.f, empty(agg.f)) end
+          else
+            -- part of the window has passed since the watermark: combine the buckets still inside it
+            local fields = {}
+            for k = h - g.b + 1, math.min(h, c) do fields[#fields + 1] = g.pfx .. k end
+            local per = {}
+            for k = 1, #g.a do per[k] = {} end
+            for _, bv in ipairs(redis.call('HMGET', wk, unpack(fields))) do
+              if bv then
+                for k, p in ipairs(split(bv, '\29')) do per[k][#per[k] + 1] = p end
+              end
+            end
+            for k, agg in ipairs(g.a) do finals[k] = final(agg.f, combine(agg.f, per[k])) end
+          end
+        end
+        for k, agg in ipairs(g.a) do parts[#parts + 1] = agg.key .. finals[k] end
+      end
+    end
+    out[#out + 1] = '[{' .. table.concat(parts, ',') .. '},' .. (event_time or 'null') .. ']'
+  end
+end
+return '[' .. table.concat(out, ',') .. ']'
+"""
