@@ -29,7 +29,7 @@ def schema_to_proto(schema: StreamSchema) -> ingest_pb2.StreamSchema:
     return ingest_pb2.StreamSchema(
         stream=schema.stream, entity_field=schema.entity_field, time_field=schema.time_field, version=schema.version,
         fields=[ingest_pb2.FieldSpec(name=f.name, type=f.type, required=f.required, min=f.min, max=f.max,
-                                     enum=f.enum or []) for f in schema.fields],
+                                     enum=f.enum or [], pii=f.pii or "") for f in schema.fields],
     )
 
 
@@ -39,7 +39,7 @@ def schema_from_proto(msg: ingest_pb2.StreamSchema) -> StreamSchema:
             stream=msg.stream, entity_field=msg.entity_field or "entity_id", time_field=msg.time_field or "event_time",
             fields=[FieldSpec(name=f.name, type=f.type, required=f.required,  # type: ignore[arg-type]
                               min=f.min if f.HasField("min") else None, max=f.max if f.HasField("max") else None,
-                              enum=list(f.enum) or None) for f in msg.fields],
+                              enum=list(f.enum) or None, pii=f.pii or None) for f in msg.fields],
         )
     except ValueError as exc:
         raise InvalidArgument(f"invalid schema: {exc}", field="fields") from exc

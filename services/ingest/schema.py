@@ -16,6 +16,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, field_validator
 
 from mlops.errors import InvalidArgument, NotFound
+from services.ingest import pii
+from services.ingest.pii import PiiPolicy
 
 FieldType = Literal["float", "int", "string", "bool"]
 RESERVED = {"event_id", "stream"}
@@ -29,6 +31,7 @@ class FieldSpec(BaseModel):
     min: float | None = None
     max: float | None = None
     enum: list[str] | None = None
+    pii: PiiPolicy | None = None  # string fields only: what to do with e-mails, phones, card numbers
 
 
 class StreamSchema(BaseModel):
@@ -111,6 +114,11 @@ def _check_value(spec: FieldSpec, value: Any) -> Any:
             raise EventError(f"{name} must be a string, got {type(value).__name__}", name, "wrong_type")
         if spec.enum is not None and value not in spec.enum:
             raise EventError(f"{name} must be one of {spec.enum}, got {value!r}", name, "not_in_enum")
+        if spec.pii is not None and (kinds := pii.find(value)):
+            if spec.pii == "reject":
+                raise EventError(f"{name} holds personal data ({', '.join(kinds)}), which this stream refuses",
+                                 name, "pii")
+            return pii.mask(value) if spec.pii == "mask" else pii.hashed(value)
         return value
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise EventError(f"{name} must be a {spec.type}, got {type(value).__name__}", name, "wrong_type")
