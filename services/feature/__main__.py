@@ -5,11 +5,11 @@ from __future__ import annotations
 import gc
 
 from mlops.bus import topics
+from mlops.bus.batch_consumer import BatchConsumer
 from mlops.service import Service, run_main
 from mlops.settings import PlatformSettings, service_settings
 from mlops.v1 import feature_pb2_grpc
 from services.feature import consumers, grpc_api, http
-from services.feature.batch_consumer import BatchConsumer
 from services.feature.core import FeatureCore
 from services.feature.datasets import DatasetStore
 from services.feature.definitions import Definitions

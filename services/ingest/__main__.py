@@ -5,11 +5,11 @@ from __future__ import annotations
 import gc
 
 from mlops.bus import topics
+from mlops.bus.batch_consumer import BatchConsumer
 from mlops.service import Service, run_main
 from mlops.settings import PlatformSettings, service_settings
 from mlops.v1 import ingest_pb2_grpc
 from services.ingest import consumers, grpc_api, http
-from services.ingest.batch_consumer import BatchConsumer
 from services.ingest.core import Ingestor
 from services.ingest.schema import SchemaStore
 from services.ingest.settings import IngestSettings

@@ -10,7 +10,6 @@ backoff on the same batch, so nothing is skipped; handlers must be idempotent by
 redelivery after a crash is the normal case). Records that can never be processed are the handler's
 to dead-letter.
 
-NOTE: ``services/feature/batch_consumer.py`` is an identical copy; it belongs in ``mlops.bus`` (requested).
 """
 
 from __future__ import annotations
