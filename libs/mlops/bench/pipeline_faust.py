@@ -21,6 +21,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -189,6 +190,7 @@ def measure(n: int, port: int) -> dict[str, float]:
                 w.kill9()
         os.killpg(broker.pid, signal.SIGTERM)
         broker.wait(30)
+        shutil.rmtree(home, ignore_errors=True)
     return figures
 
 

@@ -27,4 +27,5 @@ def make_app(app_id: str, settings: PlatformSettings, **overrides: object) -> fa
         "web_enabled": False,
     }
     options.update(overrides)
+    (settings.home / "faust").mkdir(parents=True, exist_ok=True)  # faust creates only the last level
     return faust.App(settings.topic_prefix + app_id, **options)
