@@ -154,7 +154,8 @@ async def test_a_feature_shift_against_the_registry_reference_asks_for_a_candida
         p = events_pb2.Prediction(prediction_id=pid, model=model, version=version.version, outputs=[1 - score, score],
                                   features=dict(zip(names, map(float, row), strict=True)))
         p.time.GetCurrentTime()
-        items.append((pid, p, f"prediction:{pid}"))
+        # Keyed as the router keys them (model:version): one partition, so the window sees them in order.
+        items.append((f"{model}:{version.version}", p, f"prediction:{pid}"))
     await _produce(items)
 
     [alert_record] = await records_for(stack, topics.DRIFT_ALERTS, f"drift:data:{model}:")
