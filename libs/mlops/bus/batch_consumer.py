@@ -24,7 +24,7 @@ from opentelemetry import trace
 from opentelemetry.context import Context
 
 from mlops import telemetry
-from mlops.bus import topics
+from mlops.bus.consumer import build_consumer
 from mlops.bus.envelope import Envelope, decode_headers
 from mlops.settings import PlatformSettings
 
@@ -53,19 +53,8 @@ class BatchConsumer:
         self._dirty = False  # records handled since the last commit
 
     def _build(self) -> AIOKafkaConsumer:
-        s = self._settings
-        return AIOKafkaConsumer(
-            topics.name(self.topic, s),
-            bootstrap_servers=s.kafka_bootstrap,
-            group_id=s.topic_prefix + self.group,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            session_timeout_ms=s.consumer_session_timeout_ms,
-            heartbeat_interval_ms=s.consumer_heartbeat_interval_ms,
-            rebalance_timeout_ms=s.consumer_rebalance_timeout_ms,
-            max_poll_records=self._max_records,
-            max_partition_fetch_bytes=4 * 1024 * 1024,
-        )
+        return build_consumer(self._settings, self.topic, self.group, max_poll_records=self._max_records,
+                              max_partition_fetch_bytes=4 * 1024 * 1024)
 
     async def run(self) -> None:
         """Consume until :meth:`stop`; the last batch is handled and committed before returning."""

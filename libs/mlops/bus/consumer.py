@@ -25,6 +25,22 @@ log = logging.getLogger(__name__)
 Handler = Callable[[Envelope], Awaitable[None]]
 
 
+def build_consumer(settings: PlatformSettings, topic: str, group: str, **overrides: object) -> AIOKafkaConsumer:
+    """An aiokafka consumer of the logical ``topic`` for ``group``, configured the platform's way: manual
+    commits, the group timings from settings, prefixes applied. ``overrides`` win."""
+    options: dict[str, object] = {
+        "bootstrap_servers": settings.kafka_bootstrap,
+        "group_id": settings.topic_prefix + group,
+        "enable_auto_commit": False,
+        "auto_offset_reset": "earliest",
+        "session_timeout_ms": settings.consumer_session_timeout_ms,
+        "heartbeat_interval_ms": settings.consumer_heartbeat_interval_ms,
+        "rebalance_timeout_ms": settings.consumer_rebalance_timeout_ms,
+        **overrides,
+    }
+    return AIOKafkaConsumer(topics.name(topic, settings), **options)  # type: ignore[arg-type]
+
+
 class Consumer:
     """Runs ``handler`` on each record of ``topic`` for consumer group ``group``.
 
@@ -59,18 +75,8 @@ class Consumer:
         self.assigned = False
 
     def _build(self) -> AIOKafkaConsumer:
-        s = self._settings
-        return AIOKafkaConsumer(
-            topics.name(self.topic, s),
-            bootstrap_servers=s.kafka_bootstrap,
-            group_id=s.topic_prefix + self.group,
-            enable_auto_commit=False,
-            auto_offset_reset=self._auto_offset_reset,
-            session_timeout_ms=s.consumer_session_timeout_ms,
-            heartbeat_interval_ms=s.consumer_heartbeat_interval_ms,
-            rebalance_timeout_ms=s.consumer_rebalance_timeout_ms,
-            max_poll_records=self._max_records,
-        )
+        return build_consumer(self._settings, self.topic, self.group, max_poll_records=self._max_records,
+                              auto_offset_reset=self._auto_offset_reset)
 
     async def run(self) -> None:
         self._consumer = self._build()

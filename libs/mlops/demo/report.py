@@ -21,48 +21,21 @@ def _marks(ax: Any, marks: dict[str, float]) -> None:
         ax.axvline(t, linestyle="--", linewidth=1, color=colors.get(label, "gray"), label=label)
 
 
-def _accuracy_chart(points: dict[str, list[tuple[float, float]]], path: Path, marks: dict[str, float]) -> None:
-    fig, ax = plt.subplots(figsize=(8, 4))
-    for version, series in sorted(points.items()):
-        if series:
-            ax.plot([t for t, _ in series], [a for _, a in series], label=f"v{version}")
-    ax.set_xlabel("seconds since the demo started")
-    ax.set_ylabel("online accuracy (rolling)")
-    ax.set_ylim(0, 1)
-    _marks(ax, marks)
-    ax.legend(fontsize=8)
-    ax.set_title("Online accuracy per model version")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
-def _traffic_chart(points: dict[str, list[tuple[float, float]]], path: Path, marks: dict[str, float]) -> None:
-    fig, ax = plt.subplots(figsize=(8, 4))
-    for version, series in sorted(points.items()):
-        if series:
-            ax.plot([t for t, _ in series], [s for _, s in series], label=f"v{version}")
-    ax.set_xlabel("seconds since the demo started")
-    ax.set_ylabel("traffic share")
-    ax.set_ylim(0, 1.05)
-    _marks(ax, marks)
-    ax.legend(fontsize=8)
-    ax.set_title("Traffic share per model version")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
-def _drift_chart(points: dict[str, list[tuple[float, float]]], path: Path, marks: dict[str, float]) -> None:
+def _chart(points: dict[str, list[tuple[float, float]]], path: Path, marks: dict[str, float], *, title: str,
+           ylabel: str, ylim: tuple[float, float] | None = None, prefix: str = "") -> None:
+    """One line per series over seconds since the demo started, with the loop's steps marked."""
     fig, ax = plt.subplots(figsize=(8, 4))
     for name, series in sorted(points.items()):
         if series:
-            ax.plot([t for t, _ in series], [v for _, v in series], label=name)
+            ax.plot([t for t, _ in series], [v for _, v in series], label=f"{prefix}{name}")
     ax.set_xlabel("seconds since the demo started")
-    ax.set_ylabel("drift score")
+    ax.set_ylabel(ylabel)
+    if ylim:
+        ax.set_ylim(*ylim)
     _marks(ax, marks)
-    ax.legend(fontsize=8)
-    ax.set_title("Drift scores of the serving version, with the alert and the promotion")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
+    ax.set_title(title)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -74,9 +47,13 @@ def write(reports_root: Path, summary: dict[str, Any], timeline: list[dict[str, 
     out = reports_root / f"demo-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.json").write_text(json.dumps({**summary, "timeline": timeline}, indent=2, default=str))
-    _accuracy_chart(accuracy, out / "accuracy.png", marks or {})
-    _traffic_chart(traffic, out / "traffic.png", marks or {})
-    _drift_chart(drift or {}, out / "drift.png", marks or {})
+    marks = marks or {}
+    _chart(accuracy, out / "accuracy.png", marks, title="Online accuracy per model version",
+           ylabel="online accuracy (rolling)", ylim=(0, 1), prefix="v")
+    _chart(traffic, out / "traffic.png", marks, title="Traffic share per model version", ylabel="traffic share",
+           ylim=(0, 1.05), prefix="v")
+    _chart(drift or {}, out / "drift.png", marks,
+           title="Drift scores of the serving version, with the alert and the promotion", ylabel="drift score")
     rows = "\n".join(
         f"<tr><td>{html.escape(str(e['at']))}</td><td>{html.escape(e['event'])}</td></tr>" for e in timeline
     )
