@@ -64,8 +64,16 @@ async def test_predict_and_feedback_form_one_connected_trace(stack: Stack, otlp:
     assert any(s.service == "mlops-inference" and "ModelInfer" in s.name for s in spans), names
 
     # Connected: every span's parent is in the same trace, except the caller's own (the root we made up).
-    ids = {s.span_id for s in spans}
-    orphans = [s for s in spans if s.parent_span_id not in ids and s.parent_span_id != traceparent.split("-")[2]]
+    # Processes export in batches, so a child can arrive before its parent: give parents a moment.
+    root = traceparent.split("-")[2]
+    orphans: list = []
+    for _ in range(60):
+        spans = otlp.spans(trace_id)
+        ids = {s.span_id for s in spans}
+        orphans = [s for s in spans if s.parent_span_id not in ids and s.parent_span_id != root]
+        if not orphans:
+            break
+        await asyncio.sleep(0.25)
     assert not orphans, f"spans whose parent is missing from the trace: {[(o.service, o.name) for o in orphans]}"
     kafka = [s for s in spans if s.attributes.get("messaging.system") == "kafka"]
     assert {s.attributes.get("messaging.destination.name") for s in kafka} >= {"predictions"}
