@@ -102,11 +102,14 @@ class Progress:
         return 0.8 * self.total / (self.t90 - self.t10)
 
 
-async def relay(settings: PlatformSettings, source: str, target: str, total: int, batch: int) -> Progress:
-    """The baseline: consume ``source`` from the start and produce every record unchanged to ``target``,
-    committing after each batch's acks, like the pipeline's consumers; nothing else."""
+async def relay(settings: PlatformSettings, source: str, target: str, total: int, batch: int, group: str
+                ) -> Progress:
+    """The baseline: consume ``source`` as consumer group ``group`` (from its committed offsets, or from the
+    start) and produce every record unchanged to ``target``, committing after each batch's acks, like the
+    pipeline's consumers; nothing else. Stops after ``total`` records: a bench round reuses the group, so
+    each round relays the records preloaded for it, as the pipeline's groups do."""
     consumer = AIOKafkaConsumer(source, bootstrap_servers=settings.kafka_bootstrap,
-                                group_id=f"bench-relay-{time.time_ns()}", auto_offset_reset="earliest",
+                                group_id=group, auto_offset_reset="earliest",
                                 enable_auto_commit=False, max_partition_fetch_bytes=4 * 1024 * 1024)
     producer = _producer(settings)
     await consumer.start()
