@@ -45,15 +45,37 @@ local function apply(stats, lin, rec, r, expired)
 end
 """
 
-#: KEYS: stats, lat, pending, deadlines. ARGV: variant, latency bucket, prediction_id, deadline, context csv.
+#: KEYS: stats, lat, pending, deadlines. ARGV: variant, latency bucket ('' when the latency is counted later,
+#: see LATENCIES), prediction_id, deadline, context csv.
 DECISION = """
 redis.call('HINCRBY', KEYS[1], ARGV[1] .. '|decisions', 1)
-redis.call('HINCRBY', KEYS[2], ARGV[1] .. '|' .. ARGV[2], 1)
+if ARGV[2] ~= '' then redis.call('HINCRBY', KEYS[2], ARGV[1] .. '|' .. ARGV[2], 1) end
 local g = redis.call('HGET', KEYS[1], ARGV[1] .. '|gen') or '0'
 local rec = ARGV[1] .. '|' .. g
 if ARGV[5] ~= '' then rec = rec .. '|' .. ARGV[5] end
 redis.call('HSET', KEYS[3], ARGV[3], rec)
 redis.call('ZADD', KEYS[4], ARGV[4], ARGV[3])
+return 1
+"""
+
+#: KEYS: stats, pending, deadlines. ARGV: prediction_id. Takes back a decision whose variant then failed to
+#: serve (another variant answers under the same prediction_id): no longer pending, and not counted as a
+#: decision unless the variant's statistics were reset since. Returns 1, or 0 when it was not pending.
+WITHDRAW = """
+local rec = redis.call('HGET', KEYS[2], ARGV[1])
+if not rec then return 0 end
+redis.call('HDEL', KEYS[2], ARGV[1])
+redis.call('ZREM', KEYS[3], ARGV[1])
+local v, g = string.match(rec, '^([^|]*)|([^|]*)')
+local cur = redis.call('HGET', KEYS[1], v .. '|gen') or '0'
+if tonumber(cur) == tonumber(g) then redis.call('HINCRBY', KEYS[1], v .. '|decisions', -1) end
+return 1
+"""
+
+#: KEYS: lat. ARGV: pairs of ``<variant>|<bucket>`` and a count: latency samples counted in a process
+#: and added in one step.
+LATENCIES = """
+for i = 1, #ARGV, 2 do redis.call('HINCRBY', KEYS[1], ARGV[i], tonumber(ARGV[i + 1])) end
 return 1
 """
 

@@ -92,6 +92,8 @@ class RouterStore:
         self._redis = redis
         self._dedup_ttl_s = dedup_ttl_s
         self._decision = redis.register_script(lua.DECISION)
+        self._withdraw = redis.register_script(lua.WITHDRAW)
+        self._latencies = redis.register_script(lua.LATENCIES)
         self._reward = redis.register_script(lua.REWARD)
         self._expire = redis.register_script(lua.EXPIRE)
         self._put = redis.register_script(lua.PUT_SPEC)
@@ -187,17 +189,35 @@ class RouterStore:
         endpoint: str,
         variant: str,
         prediction_id: str,
-        latency_ms: float,
+        latency_ms: float | None,
         deadline: float,
         context: Sequence[float] | None = None,
     ) -> None:
-        """Count a served request and remember it until its reward comes (or ``deadline`` passes)."""
+        """Count a decision and remember it until its reward comes (or ``deadline`` passes); its latency
+        goes into the histogram too, unless None (the caller counts it later with :meth:`add_latencies`)."""
         k = self.key
         await self._decision(
             keys=[k(endpoint, "stats"), k(endpoint, "lat"), k(endpoint, "pending"), k(endpoint, "deadlines")],
-            args=[variant, latency_bucket(latency_ms), prediction_id, repr(deadline),
+            args=[variant, "" if latency_ms is None else latency_bucket(latency_ms), prediction_id, repr(deadline),
                   ",".join(repr(float(x)) for x in context) if context is not None else ""],
         )
+
+    async def withdraw_decision(self, endpoint: str, prediction_id: str) -> bool:
+        """Take back a pending decision (its variant failed to serve); whether it was pending."""
+        k = self.key
+        result = await self._withdraw(
+            keys=[k(endpoint, "stats"), k(endpoint, "pending"), k(endpoint, "deadlines")], args=[prediction_id]
+        )
+        return bool(int(result))
+
+    async def add_latencies(self, endpoint: str, counts: dict[tuple[str, int], int]) -> None:
+        """Add ``(variant, bucket) -> count`` to the endpoint's latency histogram, in one step."""
+        if not counts:
+            return
+        args: list[str | int] = []
+        for (variant, bucket), n in counts.items():
+            args += [f"{variant}|{bucket}", n]
+        await self._latencies(keys=[self.key(endpoint, "lat")], args=args)
 
     async def record_errors(self, endpoint: str, variants: Sequence[str], shadow: bool = False) -> None:
         if not variants:

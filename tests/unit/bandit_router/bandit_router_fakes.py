@@ -132,16 +132,34 @@ class MemoryStore:
         c = self._ep(endpoint).counters
         c[key] = c.get(key, 0) + by
 
-    async def record_decision(self, endpoint: str, variant: str, prediction_id: str, latency_ms: float,
+    async def record_decision(self, endpoint: str, variant: str, prediction_id: str, latency_ms: float | None,
                               deadline: float, context: Sequence[float] | None = None) -> None:
         ep = self._ep(endpoint)
         self._inc(endpoint, f"{variant}|decisions")
-        key = f"{variant}|{latency_bucket(latency_ms)}"
-        ep.latency[key] = ep.latency.get(key, 0) + 1
+        if latency_ms is not None:
+            key = f"{variant}|{latency_bucket(latency_ms)}"
+            ep.latency[key] = ep.latency.get(key, 0) + 1
         gen = int(ep.counters.get(f"{variant}|gen", 0))
         ctx = ",".join(repr(float(x)) for x in context) if context is not None else ""
         ep.pending[prediction_id] = f"{variant}|{gen}" + (f"|{ctx}" if ctx else "")
         ep.deadlines[prediction_id] = deadline
+
+    async def withdraw_decision(self, endpoint: str, prediction_id: str) -> bool:
+        ep = self._ep(endpoint)
+        record = ep.pending.pop(prediction_id, None)
+        if record is None:
+            return False
+        ep.deadlines.pop(prediction_id, None)
+        variant, gen = record.split("|")[:2]
+        if int(ep.counters.get(f"{variant}|gen", 0)) == int(gen):
+            self._inc(endpoint, f"{variant}|decisions", -1)
+        return True
+
+    async def add_latencies(self, endpoint: str, counts: dict[tuple[str, int], int]) -> None:
+        ep = self._ep(endpoint)
+        for (variant, bucket), n in counts.items():
+            key = f"{variant}|{bucket}"
+            ep.latency[key] = ep.latency.get(key, 0) + n
 
     async def record_errors(self, endpoint: str, variants: Sequence[str], shadow: bool = False) -> None:
         for v in variants:

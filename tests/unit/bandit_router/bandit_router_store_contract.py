@@ -88,6 +88,35 @@ async def check_overdue_rewards_expire(store: Any, endpoint: str) -> None:
     assert (a.settled, a.expired, a.rewards, a.reward_sum) == (2, 2, 1, 0.0)
 
 
+async def check_withdrawn_decisions_and_deferred_latencies(store: Any, endpoint: str) -> None:
+    await store.put_spec(spec(endpoint, "a", "b"), 0)
+    later = time.time() + 3600
+    # A decision recorded while its variant is still serving; the variant fails and is taken back.
+    await store.record_decision(endpoint, "a", f"{endpoint}-1", None, later)
+    await store.record_decision(endpoint, "a", f"{endpoint}-2", None, later)
+    assert await store.withdraw_decision(endpoint, f"{endpoint}-1")
+    assert not await store.withdraw_decision(endpoint, f"{endpoint}-1")  # once
+    await store.record_decision(endpoint, "b", f"{endpoint}-1", None, later)  # the variant that answered
+    a, b = await store.stats(endpoint, ["a", "b"], latency=True)
+    assert (a.decisions, a.pending, b.decisions, b.pending) == (1, 1, 1, 1)
+    assert sum(a.latency) == sum(b.latency) == 0  # no latency yet: it is counted afterwards
+    await store.add_latencies(endpoint, {("a", 0): 1, ("b", 3): 2})
+    await store.add_latencies(endpoint, {})
+    a, b = await store.stats(endpoint, ["a", "b"], latency=True)
+    assert (a.latency[0], sum(a.latency), b.latency[3], sum(b.latency)) == (1, 1, 2, 2)
+    # The reward of the re-recorded prediction goes to the variant that answered.
+    assert await store.apply_reward(f"r:{endpoint}-1", endpoint, f"{endpoint}-1", 1.0) == "applied"
+    a, b = await store.stats(endpoint, ["a", "b"])
+    assert (a.rewards, b.rewards) == (0, 1)
+    # A decision withdrawn after its variant's statistics were reset leaves the new counts alone.
+    await store.record_decision(endpoint, "a", f"{endpoint}-3", None, later)
+    assert await store.put_spec(spec(endpoint, "a", "b"), 1, reset_variants=["a"]) == 2
+    await store.record_decision(endpoint, "a", f"{endpoint}-4", None, later)
+    assert await store.withdraw_decision(endpoint, f"{endpoint}-3")
+    (a,) = await store.stats(endpoint, ["a"])
+    assert (a.decisions, a.pending) == (1, 1)
+
+
 async def check_linear_state(store: Any, endpoint: str) -> None:
     await store.put_spec(spec(endpoint, "a", "b"), 0)
     later = time.time() + 3600
@@ -121,6 +150,7 @@ CHECKS = [
     check_decisions_and_rewards,
     check_reset_makes_old_rewards_stale,
     check_overdue_rewards_expire,
+    check_withdrawn_decisions_and_deferred_latencies,
     check_linear_state,
     check_locks_and_retired,
 ]
