@@ -39,6 +39,11 @@ def json_value(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"))
 
 
+def _size(text: str) -> int:
+    """The UTF-8 length of ``text`` (what Lua's string functions count)."""
+    return len(text) if text.isascii() else len(text.encode())
+
+
 @dataclass(slots=True)
 class OnlineEvent:
     event_id: str
@@ -120,23 +125,20 @@ class OnlineStore:
             chunk = events[start : start + MAX_EVENTS_PER_CALL]
             plan_index: dict[str, str] = {}
             plans: list[str] = []
-            keys: list[str] = []
-            bodies: list[str] = []
+            parts: list[str] = []
             for ev in chunk:
                 idx = plan_index.get(ev.stream)
                 if idx is None:
                     plans.append(self._plan_for(ev.stream))
                     idx = plan_index[ev.stream] = str(len(plans))
-                keys.append(MARKER_PREFIX + ev.event_id)
-                keys.append(KEY_PREFIX + ev.entity_id)
-                keys.append(WINDOW_PREFIX + ev.entity_id)
-                body = [idx, str(ev.time_ms)]
+                event_id, entity = ev.event_id, ev.entity_id
+                parts.append(f"{_size(event_id)}:{event_id}{_size(entity)}:{entity}{idx}\x1e{ev.time_ms}")
                 for name, value in ev.fields.items():
-                    body.append(name)
-                    body.append(json_value(value))
-                bodies.append("\x1e".join(body))
-            args: list[str | int] = [self._marker_ttl, self._key_ttl, len(plans), *plans, *bodies]
-            applied, dupes, late = await self._apply(keys=keys, args=args)
+                    parts.append(f"\x1e{name}\x1e{json_value(value)}")
+                parts.append("\x1c")
+            args: list[str | int] = [MARKER_PREFIX, KEY_PREFIX, WINDOW_PREFIX, self._marker_ttl, self._key_ttl,
+                                     len(plans), *plans, "".join(parts)]
+            applied, dupes, late = await self._apply(args=args)
             result.applied += int(applied)
             result.duplicates += int(dupes)
             result.late += int(late)

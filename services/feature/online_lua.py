@@ -146,21 +146,26 @@ local function final(fn, p)
 end
 """
 
-# KEYS: per event, its marker key, its main hash, its window hash.
-# ARGV: marker TTL, key TTL, number of plans P, P plan JSONs, then one string per event:
-#   plan index, event time ms, then (field name, JSON value) pairs, all joined by \x1e.
+# ARGV: marker key prefix, main hash prefix, window hash prefix, marker TTL, key TTL, number of plans P,
+#   P plan JSONs, then every event in one string (one argument for the whole batch: the client's cost per
+#   argument was a tenth of the feature service's CPU): per event, its event_id and its entity, each as
+#   "<byte length>:<text>" (ids may hold any character), then plan index, event time ms and
+#   (field name, JSON value) pairs joined by \x1e, then \x1c. Field names have no control characters
+#   (schemas refuse them) and JSON values escape theirs, so neither separator occurs inside them.
+#   The keys are made here from the ids (a standalone Redis; one batch touches many entities anyway).
 # A plan lists the views that apply to one stream: [{"v": view, "l": lateness ms, "p": [fields] | "*",
 #   "a": [{"n": name, "f": fn, "x": field?}] (whole history),
 #   "g": [{"id": group, "s": step ms, "b": buckets, "a": [{"n", "f", "x"?}]}] (windows)}].
 # Returns {applied, duplicates, late}.
 APPLY_BATCH = _COMMON + r"""
-local marker_ttl = tonumber(ARGV[1])
-local key_ttl = tonumber(ARGV[2])
-local nplans = tonumber(ARGV[3])
+local marker_prefix, main_prefix, window_prefix = ARGV[1], ARGV[2], ARGV[3]
+local marker_ttl = tonumber(ARGV[4])
+local key_ttl = tonumber(ARGV[5])
+local nplans = tonumber(ARGV[6])
 local plans = {}
 for i = 1, nplans do
   -- field names that do not depend on the event, made once per call rather than once per event
-  local plan = cjson.decode(ARGV[3 + i])
+  local plan = cjson.decode(ARGV[6 + i])
   for _, view in ipairs(plan) do
     view.wmf = '__wm:' .. view.v
     view.pp = 'p:' .. view.v .. ':'
@@ -207,14 +212,30 @@ local function step_group(g, parts, vs, t)
   return out
 end
 
+local blob = ARGV[7 + nplans]
+local pos = 1
+
+-- the next "<byte length>:<text>" of the blob
+local function sized()
+  local c = find(blob, ':', pos, true)
+  local n = tonumber(sub(blob, pos, c - 1))
+  pos = c + n + 1
+  return sub(blob, c + 1, c + n)
+end
+
 local applied, dupes, late = 0, 0, 0
-for e = 1, #ARGV - 3 - nplans do
-  local mk, ek, wk = KEYS[3 * e - 2], KEYS[3 * e - 1], KEYS[3 * e]
-  if not redis.call('SET', mk, '1', 'NX', 'EX', marker_ttl) then
+while pos <= #blob do
+  local event_id = sized()
+  local entity = sized()
+  local stop = find(blob, '\28', pos, true)
+  local body = sub(blob, pos, stop - 1)
+  pos = stop + 1
+  local ek, wk = main_prefix .. entity, window_prefix .. entity
+  if not redis.call('SET', marker_prefix .. event_id, '1', 'NX', 'EX', marker_ttl) then
     dupes = dupes + 1
   else
     applied = applied + 1
-    local parts = split(ARGV[3 + nplans + e], '\30')
+    local parts = split(body, '\30')
     local plan = plans[tonumber(parts[1])]
     local tstr = parts[2]
     local t = tonumber(tstr)

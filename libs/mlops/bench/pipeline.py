@@ -187,7 +187,8 @@ def _measure(sup: Supervisor, settings: PlatformSettings, headers: dict[str, str
                 console.print("  baseline: raw aiokafka relay of events.raw to another topic")
                 relay, relay_cpu = _relay(sup, settings, raw, n, group)
             console.print(f"  relay {relay.rate:,.0f}/s, pipeline {applied.rate:,.0f}/s "
-                          f"({applied.rate / relay.rate:.2f})")
+                          f"({applied.rate / relay.rate:.2f}; ingest stage {validated.rate:,.0f}/s); CPU us/event: "
+                          + ", ".join(f"{k} {v:.0f}" for k, v in {**cpu, "relay": relay_cpu["relay"]}.items()))
             figures[f"raw_relay{suffix}_events_per_s"].append(relay.rate)
             for name, us in relay_cpu.items():
                 figures[f"raw_relay{suffix}_cpu_us_per_event_{name}"].append(us)
