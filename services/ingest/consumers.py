@@ -34,26 +34,49 @@ class _NotJson(PoisonRecord):
     pass
 
 
-def _parse_json(env: Envelope) -> tuple[str, dict[str, Any]]:
+_UNPARSED = object()
+
+
+def _loads_all(values: list[bytes]) -> list[Any] | None:
+    """Every record's JSON in one ``json.loads`` of ``[v1,v2,...]`` (a third of the cost of one call per
+    record), or None when that fails or does not give one value per record (some record is not one JSON
+    value: each is then parsed on its own, which names the bad one). A record can only shift the split by
+    holding two values, which needs another record to hold none, and an empty element is not JSON."""
+    if not values:
+        return []
     try:
-        data = json.loads(env.value)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise _NotJson(f"bad_json: the record is not valid JSON ({exc})") from exc
+        data = json.loads(b"[" + b",".join(values) + b"]")
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+        return None
+    return data if len(data) == len(values) else None
+
+
+def _parse_json(env: Envelope, data: Any = _UNPARSED) -> tuple[str, dict[str, Any]]:
+    """The record's stream and event; ``data``: its JSON, when already parsed with the batch."""
+    if data is _UNPARSED:
+        try:
+            data = json.loads(env.value)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise _NotJson(f"bad_json: the record is not valid JSON ({exc})") from exc
     if not isinstance(data, dict):
         raise PoisonRecord("not_an_object: an events.raw record must be one JSON object")
     stream = data.get("stream")
     if not isinstance(stream, str) or not stream:
         raise PoisonRecord("missing_field: stream is required", field="stream")
-    event = data.get("event", {k: v for k, v in data.items() if k != "stream"})
+    if "event" in data:
+        event = data["event"]
+    else:  # the record is the event itself (``data`` is this call's own: no copy needed)
+        event = data
+        del event["stream"]
     if not isinstance(event, dict):
         raise PoisonRecord("not_an_object: event must be a JSON object", field="event")
     return stream, event
 
 
-def _parse(env: Envelope, ingestor: Ingestor) -> tuple[str, dict[str, Any]]:
+def _parse(env: Envelope, ingestor: Ingestor, data: Any = _UNPARSED) -> tuple[str, dict[str, Any]]:
     if _looks_json(env):
         try:
-            return _parse_json(env)
+            return _parse_json(env, data)
         except _NotJson:
             if env.headers.get(CONTENT_TYPE):
                 raise
@@ -77,9 +100,11 @@ def on_raw(ingestor: Ingestor, producer: Producer) -> BatchHandler:
     async def handle(envelopes: Sequence[Envelope], final: bool) -> bool:
         by_stream: dict[str, list[tuple[Envelope, dict[str, Any]]]] = {}
         dead: list[tuple[Envelope, str, str | None]] = []
-        for env in envelopes:
+        json_values = [env.value for env in envelopes if _looks_json(env)]
+        parsed = _loads_all(json_values) if len(json_values) == len(envelopes) else None
+        for i, env in enumerate(envelopes):
             try:
-                stream, event = _parse(env, ingestor)
+                stream, event = _parse(env, ingestor, parsed[i] if parsed is not None else _UNPARSED)
             except MlopsError as exc:
                 if exc.http_status >= 500 and not isinstance(exc, PoisonRecord):
                     raise  # not the record's fault: retry the batch

@@ -11,7 +11,7 @@ from google.protobuf import struct_pb2
 from mlops.bus.envelope import Envelope
 from mlops.errors import NotFound, PoisonRecord
 from mlops.v1 import events_pb2
-from services.ingest.consumers import _parse
+from services.ingest.consumers import _loads_all, _parse
 from services.ingest.schema import SchemaStore, StreamSchema
 
 
@@ -65,3 +65,20 @@ def test_unparseable_records_are_poison(tmp_path: Path, value: bytes, ct: str | 
 def test_protobuf_of_an_unknown_stream(tmp_path: Path) -> None:
     with pytest.raises(NotFound):
         _parse(_env(_proto(stream="nope")), _Ingestor(tmp_path))
+
+
+def test_one_parse_per_batch_gives_each_record_its_own_value() -> None:
+    values = [b'{"stream": "clicks", "x": 1}', b' [1, 2] ', b'"text"', b'{"a": {"b": null}}']
+    assert _loads_all(values) == [json.loads(v) for v in values]
+    assert _loads_all([]) == []
+
+
+@pytest.mark.parametrize("values", [
+    [b'{"x": 1}', b'{"x": '],          # one record is not JSON
+    [b'{"x": 1}, {"y": 2}', b''],        # two values in one record, none in the other
+    [b'1, 2', b'3'],                     # two values in one record: the count is off
+    [b'{"x": 1}', b'\xff'],              # not UTF-8
+    ['{"x": 1}'.encode("utf-16")],       # valid alone (json detects UTF-16), not when joined
+])
+def test_one_parse_per_batch_gives_up_when_a_record_is_not_one_json_value(values: list[bytes]) -> None:
+    assert _loads_all(values) is None
