@@ -39,12 +39,13 @@ from services.bandit_router.clients import (
     RegistryLookup,
     Signature,
 )
+from services.bandit_router.outbox import Outbox
 from services.bandit_router.policies import Arms, LinUCBPolicy, Policy
 from services.bandit_router.settings import RouterSettings
 from services.bandit_router.shadow import Mirror
 from services.bandit_router.spec import EndpointSpec, VariantSpec
 from services.bandit_router.state import EndpointState, build_state
-from services.bandit_router.stats import VariantStats
+from services.bandit_router.stats import VariantStats, latency_bucket
 from services.bandit_router.store import Event, RouterStore
 
 log = logging.getLogger(__name__)
@@ -139,7 +140,11 @@ class Router:
         self._specs: dict[str, _Cached] = {}
         self._stats: dict[str, tuple[float, list[str], list[VariantStats]]] = {}
         self._background: set[asyncio.Task[None]] = set()
-        self.mirror = Mirror(self._serve, self._publish_quietly, store, settings.shadow_max_inflight, self._rng)
+        self.outbox = Outbox(
+            self._publish if producer is not None else None, store, settings.publish_linger_s,
+            settings.publish_max_records, settings.inference_timeout_s, settings.latency_flush_s,
+        )
+        self.mirror = Mirror(self._serve, self.outbox.put, store, settings.shadow_max_inflight, self._rng)
 
     # -- specs ---------------------------------------------------------------------------------------
     @staticmethod
@@ -253,6 +258,10 @@ class Router:
             context = policy.context(given)
             linear = await self.store.linear(endpoint, names, policy.dim)
 
+        timeout = policy.experiment.reward_timeout_s or self.settings.reward_timeout_s
+        deadline = time.time() + timeout
+        context_list = context.tolist() if context is not None else None
+        prediction_id = uuid.uuid4().hex
         candidates = list(range(len(live)))
         failed: list[str] = []
         while True:
@@ -267,12 +276,18 @@ class Router:
             pick = candidates[policy.pick(arms, self._rng)]
             variant = live[pick]
             served_at = time.perf_counter()
+            # The decision goes to Redis while inference runs (its round trip hides behind the model's);
+            # it is taken back if this variant fails to serve.
+            decision = asyncio.ensure_future(
+                self.store.record_decision(endpoint, variant.name, prediction_id, None, deadline, context_list)
+            )
             try:
                 signature, row, outputs = await self._serve(variant, given, entity_id)
                 break
             except FALLBACK_ERRORS as exc:
                 # The variant cannot serve now (alias points nowhere, version not loaded, inference failed):
                 # another one answers, so a half-configured endpoint degrades instead of failing requests.
+                await self._withdraw(decision, endpoint, prediction_id)
                 metrics.FALLBACKS.labels(endpoint, variant.name).inc()
                 failed.append(variant.name)
                 candidates.remove(pick)
@@ -280,34 +295,46 @@ class Router:
                 if not candidates:
                     await self.store.record_errors(endpoint, failed)
                     raise
+            except BaseException:
+                # Bad input, a peer down, or the caller gone: no prediction, so no decision either.
+                self._spawn(self._withdraw(decision, endpoint, prediction_id))
+                raise
         now = time.perf_counter()
         serve_ms = (now - served_at) * 1000.0
         latency_ms = (now - start) * 1000.0
 
-        prediction_id = uuid.uuid4().hex
         record = self._prediction(prediction_id, endpoint, variant, signature, row, outputs, unit_id, entity_id)
         record.latency_ms = latency_ms
-        metrics.DECISIONS.labels(endpoint, variant.name).inc()
+        metrics.decisions(endpoint, variant.name).inc()
         if policy.uses_stats:
             self._count_locally(endpoint, variant.name)
-        timeout = policy.experiment.reward_timeout_s or self.settings.reward_timeout_s
-        writes: list[Awaitable[None]] = [
-            self.store.record_decision(
-                endpoint, variant.name, prediction_id, serve_ms, time.time() + timeout,
-                context.tolist() if context is not None else None,
-            )
-        ]
+        self.outbox.count_latency(endpoint, variant.name, latency_bucket(serve_ms))
         if failed:
-            writes.append(self.store.record_errors(endpoint, failed))
-        if self._producer is None:
-            await asyncio.gather(*writes)
-        elif self.settings.await_publish:
-            await asyncio.gather(*writes, self._publish(record))
-        else:
-            self._spawn(self._publish_quietly(record))
-            await asyncio.gather(*writes)
+            self._spawn(self._quietly(self.store.record_errors(endpoint, failed), "counting fallback errors"))
+        # The decision is in Redis before the answer: a reward can always find it.
+        await decision
+        if self._producer is not None:
+            if self.settings.await_publish:
+                await self._publish(record)
+            else:
+                await self.outbox.put(record)
         self.mirror.maybe(endpoint, spec, policy, prediction_id, given, entity_id, unit_id)
         return PredictResult(prediction_id, signature.model, signature.version, outputs, variant.name)
+
+    async def _withdraw(self, decision: asyncio.Future[None], endpoint: str, prediction_id: str) -> None:
+        """Take back a decision recorded (or being recorded) for a variant that did not answer."""
+        try:
+            await asyncio.shield(decision)
+        except Exception:
+            return  # it was never recorded
+        await self._quietly(self.store.withdraw_decision(endpoint, prediction_id), "taking back a decision")
+
+    @staticmethod
+    async def _quietly(step: Awaitable[Any], what: str) -> None:
+        try:
+            await step
+        except Exception:
+            log.exception("%s failed", what)
 
     async def _live_stats(self, endpoint: str, names: list[str]) -> list[VariantStats]:
         """The variants' shared statistics, reused for ``stats_cache_ttl_s`` (plus this process's decisions)."""
@@ -339,8 +366,7 @@ class Router:
         unit_id: str | None,
         entity_id: str | None,
     ) -> events_pb2.Prediction:
-        now = timestamp_pb2.Timestamp()
-        now.GetCurrentTime()
+        ns = time.time_ns()
         return events_pb2.Prediction(
             prediction_id=prediction_id,
             endpoint=endpoint,
@@ -351,7 +377,7 @@ class Router:
             unit_id=unit_id or "",
             features=dict(zip(signature.features, row, strict=True)),
             outputs=outputs,
-            time=now,
+            time=timestamp_pb2.Timestamp(seconds=ns // 1_000_000_000, nanos=ns % 1_000_000_000),
         )
 
     def _spawn(self, coro: Awaitable[None]) -> None:
@@ -368,19 +394,12 @@ class Router:
             event_id=f"prediction:{record.prediction_id}",
         )
 
-    async def _publish_quietly(self, record: events_pb2.Prediction) -> None:
-        if self._producer is None:
-            return
-        try:
-            await self._publish(record)
-        except Exception:
-            log.exception("publishing prediction %s failed", record.prediction_id)
-
     async def drain(self) -> None:
-        """Wait for predictions still being published and mirrors still running (on stop)."""
+        """On stop: let running mirrors finish, then send every prediction still held."""
         await self.mirror.drain(timeout_s=self.settings.inference_timeout_s)
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
+        await self.outbox.drain(timeout_s=self.settings.publish_drain_timeout_s)
 
     # -- rewards -------------------------------------------------------------------------------------
     async def record_reward(self, event_id: str, reward: events_pb2.Reward) -> str:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
+from typing import Any
+
 from prometheus_client import Counter
 
 DECISIONS = Counter(
@@ -33,3 +36,9 @@ ACTIONS = Counter(
     "Experiment actions: arm_added, arm_removed, promoted, rolled_back, and their failures.",
     ["endpoint", "action"],
 )
+
+
+@lru_cache(maxsize=4096)
+def decisions(endpoint: str, variant: str) -> Any:
+    """``DECISIONS``' child for one variant, looked up once (``labels()`` on every request is not free)."""
+    return DECISIONS.labels(endpoint, variant)

@@ -23,10 +23,29 @@ class RouterSettings(BaseSettings):
     )
     await_publish: bool = Field(
         False,
-        description="Answer predict only after the broker acknowledged the Prediction record (+~1 ms p50 and a "
-        "long tail on a busy broker). Off (default): the record is sent in the background, right after the "
-        "answer; a graceful stop drains it, and only a crash (kill -9) within that millisecond can lose it "
-        "(its feedback is then dead-lettered as unmatched). The decision itself is in Redis before the answer.",
+        description="Answer predict only after the broker acknowledged its Prediction record (+~1 ms p50 and a "
+        "long tail on a busy broker). Off (default): the record waits in the outbox (below) and is sent within "
+        "publish_linger_s after the answer; nothing is dropped while the process runs, a graceful stop sends "
+        "everything, and only a crash (kill -9) loses the records of its last few milliseconds (their "
+        "decisions are in Redis before the answer, so they expire without a reward).",
+    )
+    publish_linger_s: float = Field(
+        0.005,
+        description="How long a Prediction record waits in the outbox for others to go out with it. Sending one "
+        "at a time, right after each answer, put its CPU on the next request's path.",
+    )
+    publish_max_records: int = Field(
+        10_000,
+        description="Predictions the outbox may hold unacknowledged; beyond it, predict waits (up to the "
+        "inference timeout) and then answers 503 rather than answering without its record.",
+    )
+    publish_drain_timeout_s: float = Field(
+        10.0, description="How long a graceful stop waits for the outbox's records to be acknowledged."
+    )
+    latency_flush_s: float = Field(
+        0.1,
+        description="How often a process adds the inference latencies it measured to the shared histogram in "
+        "Redis (one step for all; the canary guardrails read it every evaluate_interval_s).",
     )
     inference_timeout_s: float = Field(5.0, description="Deadline of one ModelInfer call.")
     feature_timeout_s: float = Field(2.0, description="Deadline of one online feature read.")

@@ -101,6 +101,9 @@ async def test_predict_publishes_a_prediction_keyed_by_version_and_records_the_d
     assert (result.model, result.version, result.variant, result.outputs) == ("m", "2", "v2", [0.25, 0.75])
     assert inference.rows == [("2", [3.0, 1.0])]  # signature order c, a
     assert features.calls == []  # everything came with the request
+    assert result.prediction_id in store.endpoints["ep"].pending  # the decision is recorded before the answer
+    assert producer.sent == []  # the record waits in the outbox for others to go out with it...
+    await router.outbox.flush()
     topic, record, key, event_id = producer.sent[0]
     assert topic == "predictions" and key == "m:2"  # one partition per model version
     assert event_id == f"prediction:{result.prediction_id}"
