@@ -47,11 +47,6 @@ def struct_to_dict(fields: struct_pb2.Struct) -> dict[str, Any]:
     return out
 
 
-def _datetime(ts: Any) -> datetime:
-    """``ts.ToDatetime(tzinfo=UTC)`` without its calendar arithmetic (one call per event)."""
-    return _EPOCH + timedelta(seconds=ts.seconds, microseconds=ts.nanos // 1000)
-
-
 def decode(value: bytes) -> events_pb2.ValidatedEvent:
     ev = events_pb2.ValidatedEvent()
     ev.ParseFromString(value)
@@ -72,14 +67,17 @@ class FeatureCore:
         """Apply ``(event_id, event)`` pairs to the online store (each at most once) and buffer them as
         offline rows (written by :meth:`OfflineWriter.flush`; repeats are dropped when read)."""
         batch = []
+        add = self.offline.add
         for event_id, ev in events:
             fields = struct_to_dict(ev.fields)
-            batch.append(OnlineEvent(event_id, ev.entity_id, ev.stream, ev.event_time.ToMilliseconds(), fields))
-            row = {k: v for k, v in fields.items() if k not in META}
-            row["entity_id"] = ev.entity_id
-            row["event_time"] = _datetime(ev.event_time)
+            entity, stream, ts = ev.entity_id, ev.stream, ev.event_time  # each read of a message field allocates
+            seconds, nanos = ts.seconds, ts.nanos
+            batch.append(OnlineEvent(event_id, entity, stream, seconds * 1000 + nanos // 1_000_000, fields))
+            row = {k: v for k, v in fields.items() if k not in META} if not META.isdisjoint(fields) else dict(fields)
+            row["entity_id"] = entity
+            row["event_time"] = _EPOCH + timedelta(seconds=seconds, microseconds=nanos // 1000)
             row["event_id"] = event_id
-            self.offline.add(ev.stream, row)
+            add(stream, row)
         result = await self.online.apply(batch)
         # Quality counts every event delivered: rates, which a rare redelivery barely moves.
         await self.quality.observe(batch)
@@ -90,13 +88,21 @@ class FeatureCore:
         if result.late:
             APPLIED.labels("online", "late").inc(result.late)
 
-    async def read_online(self, entities: Sequence[str], features: Sequence[str],
-                          as_of: datetime | None = None) -> list[dict[str, Any]]:
+    def _check_read(self, entities: Sequence[str]) -> None:
         if not entities:
             raise InvalidArgument("at least one entity is required", field="entities")
         if len(entities) > self._max_entities:
             raise InvalidArgument(f"at most {self._max_entities} entities per read", field="entities")
+
+    async def read_online(self, entities: Sequence[str], features: Sequence[str],
+                          as_of: datetime | None = None) -> list[dict[str, Any]]:
+        self._check_read(entities)
         return await self.online.read([str(e) for e in entities], list(features), as_of)
+
+    async def read_online_items(self, entities: Sequence[str]) -> list[Any]:
+        """:meth:`OnlineStore.read_items` at the time of the read, for adapters that build their own rows."""
+        self._check_read(entities)
+        return await self.online.read_items(entities)
 
     def build_dataset(self, spec: DatasetSpec) -> dict[str, Any]:
         return self.datasets.build(spec)

@@ -144,12 +144,18 @@ class OnlineStore:
             result.late += int(late)
         return result
 
+    async def read_items(self, entities: Sequence[str], as_of: datetime | None = None) -> list[Any]:
+        """Per entity, ``[features, last event time ms]`` or None (no features): the script's reply as is,
+        for adapters that build their own response (gRPC) without the rows of :meth:`read`."""
+        now_ms = int((as_of or datetime.now(UTC)).timestamp() * 1000)
+        keys = [k for e in entities for k in (KEY_PREFIX + e, WINDOW_PREFIX + e)]
+        found: list[Any] = json.loads(await self._read(keys=keys, args=[now_ms, self._read_plan]))
+        return found
+
     async def read(self, entities: Sequence[str], features: Sequence[str], as_of: datetime | None = None
                    ) -> list[dict[str, Any]]:
         """Each entity's features (all, or ``features``), windows evaluated at ``as_of`` (default: now)."""
-        now_ms = int((as_of or datetime.now(UTC)).timestamp() * 1000)
-        keys = [k for e in entities for k in (KEY_PREFIX + e, WINDOW_PREFIX + e)]
-        found = json.loads(await self._read(keys=keys, args=[now_ms, self._read_plan]))
+        found = await self.read_items(entities, as_of)
         rows = []
         for entity, item in zip(entities, found, strict=True):
             values, event_time = item if item is not None else ({}, None)

@@ -403,6 +403,26 @@ local function split(s, sep)
   end
 end
 
+-- what a main-hash field name means, worked out once per call (every entity has the same names):
+-- {1, view, field, '"field":'} pass-through, {2, agg} whole history, {3, view:group} window,
+-- {4, view} watermark, {5} last event time, {0} anything else
+local kinds = {}
+local function classify(name)
+  local head = sub(name, 1, 2)
+  if head == 'p:' then
+    local c = find(name, ':', 3, true)
+    local field = sub(name, c + 1)
+    local key
+    if find(field, '[%c"\\]') then key = cjson.encode(field) .. ':' else key = '"' .. field .. '":' end
+    return {1, sub(name, 3, c - 1), field, key}
+  elseif head == 'a:' then return {2, sub(name, 3)}
+  elseif head == 'm:' then return {3, sub(name, 3)}
+  elseif sub(name, 1, 5) == '__wm:' then return {4, sub(name, 6)}
+  elseif name == '__event_time' then return {5}
+  end
+  return {0}
+end
+
 local out = {}
 for i = 1, #KEYS, 2 do
   local ek, wk = KEYS[i], KEYS[i + 1]
@@ -414,30 +434,32 @@ for i = 1, #KEYS, 2 do
     local event_time = false
     for j = 1, #raw, 2 do
       local name, v = raw[j], raw[j + 1]
-      local kind = sub(name, 1, 2)
-      if kind == 'p:' then
-        local c = find(name, ':', 3, true)
-        local field = sub(name, c + 1)
+      local kind = kinds[name]
+      if kind == nil then
+        kind = classify(name)
+        kinds[name] = kind
+      end
+      local k = kind[1]
+      if k == 1 then
         local bar = find(v, '|', 1, true)
         local t = tonumber(sub(v, 1, bar - 1))
-        local best = pass[field]
-        if not best or t > best[1] then pass[field] = {t, sub(v, bar + 1), sub(name, 3, c - 1)} end
-      elseif kind == 'a:' then
-        whole[sub(name, 3)] = v
-      elseif kind == 'm:' then
-        window[sub(name, 3)] = v
-      elseif sub(name, 1, 5) == '__wm:' then
-        wm[sub(name, 6)] = tonumber(v)
-      elseif name == '__event_time' then
+        local best = pass[kind[3]]
+        if not best or t > best[1] then pass[kind[3]] = {t, sub(v, bar + 1), kind[2], kind[4]} end
+      elseif k == 2 then
+        whole[kind[2]] = v
+      elseif k == 3 then
+        window[kind[2]] = v
+      elseif k == 4 then
+        wm[kind[2]] = tonumber(v)
+      elseif k == 5 then
         event_time = v
       end
     end
     local parts = {}
-    for field, best in pairs(pass) do
+    for _, best in pairs(pass) do
       local v = best[2]
       if stale(best[3], best[1]) then v = 'null' end
-      if find(field, '[%c"\\]') then parts[#parts + 1] = cjson.encode(field) .. ':' .. v
-      else parts[#parts + 1] = '"' .. field .. '":' .. v end
+      parts[#parts + 1] = best[4] .. v
     end
     for _, agg in ipairs(plan.a) do
       local w = wm[agg.v]
