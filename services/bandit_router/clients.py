@@ -11,6 +11,7 @@ actor ``bandit-router``.
 
 from __future__ import annotations
 
+import struct
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -230,16 +231,22 @@ class InferenceCaller:
         return decode_output(response, sig.output_name)
 
 
+_FLOAT_CODES = {"FP32": "f", "FP64": "d", "FP16": "e"}
+_FLOAT_SIZES = {"f": 4, "d": 8, "e": 2}
+
+
 def decode_output(response: service_pb2.ModelInferResponse, name: str) -> list[float]:
     """The named output's values as floats (raw or typed contents)."""
     for i, out in enumerate(response.outputs):
         if out.name != name:
             continue
         if i < len(response.raw_output_contents):
-            dtype = {"FP32": "<f4", "FP64": "<f8", "FP16": "<f2"}.get(out.datatype)
-            if dtype is None:
+            code = _FLOAT_CODES.get(out.datatype)
+            if code is None:
                 raise Unavailable(f"inference returned {out.datatype} for '{name}', expected a float type")
-            return np.frombuffer(response.raw_output_contents[i], dtype=dtype).astype(float).tolist()
+            raw = response.raw_output_contents[i]
+            # struct rather than numpy: for a handful of values, numpy's array setup costs more than the work.
+            return list(struct.unpack(f"<{len(raw) // _FLOAT_SIZES[code]}{code}", raw))
         contents = out.contents
         return [float(x) for x in (contents.fp32_contents or contents.fp64_contents)]
     raise Unavailable(f"inference response has no output '{name}'")

@@ -71,6 +71,16 @@ class _Cached:
     spec: EndpointSpec
     policy: Policy
     extras: dict[str, Any] = field(default_factory=dict)
+    refreshing: bool = False
+
+
+@dataclass(slots=True)
+class _CachedStats:
+    fresh_until: float
+    usable_until: float
+    names: list[str]
+    stats: list[VariantStats]
+    refreshing: bool = False
 
 
 def feature_value(name: str, value: Any) -> float:
@@ -138,7 +148,7 @@ class Router:
         self.settings = settings
         self._rng = rng or random.Random()
         self._specs: dict[str, _Cached] = {}
-        self._stats: dict[str, tuple[float, list[str], list[VariantStats]]] = {}
+        self._stats: dict[str, _CachedStats] = {}
         self._background: set[asyncio.Task[None]] = set()
         self.outbox = Outbox(
             self._publish if producer is not None else None, store, settings.publish_linger_s,
@@ -180,20 +190,46 @@ class Router:
             await asyncio.sleep(self._rng.uniform(0.0, 0.01))  # another writer won: read again
         raise Conflict(f"endpoint '{endpoint}' is being changed concurrently; try again", field="endpoint")
 
-    def _remember(self, spec: EndpointSpec, policy: Policy) -> _Cached:
-        cached = _Cached(time.monotonic() + self.settings.spec_cache_ttl_s, spec, policy)
+    def _remember(self, spec: EndpointSpec, policy: Policy, read_at: float | None = None) -> _Cached:
+        cached = _Cached((read_at or time.monotonic()) + self.settings.spec_cache_ttl_s, spec, policy)
         self._specs[spec.endpoint] = cached
         return cached
 
     async def _cached(self, endpoint: str) -> _Cached:
         hit = self._specs.get(endpoint)
-        if hit is not None and hit.expires > time.monotonic():
-            return hit
+        if hit is not None:
+            now = time.monotonic()
+            if hit.expires > now:
+                return hit
+            if hit.expires + self.settings.cache_refresh_grace_s > now:
+                # Just expired: answer from it once more while one read refreshes it in the background, so
+                # no request waits for the spec's round trip to Redis.
+                if not hit.refreshing:
+                    hit.refreshing = True
+                    self._spawn(self._refresh_spec(endpoint, hit))
+                return hit
+        return await self._read_spec(endpoint)
+
+    async def _read_spec(self, endpoint: str) -> _Cached:
+        read_at = time.monotonic()
         spec = await self.store.get_spec(endpoint)
         if spec is None:
             self._specs.pop(endpoint, None)
             raise NotFound(f"endpoint '{endpoint}' does not exist", field="endpoint")
-        return self._remember(spec, Policy.create(spec.policy.type, spec.policy.params))
+        current = self._specs.get(endpoint)
+        if current is not None and current.spec.revision > spec.revision:
+            return current  # this process wrote a newer one meanwhile
+        return self._remember(spec, Policy.create(spec.policy.type, spec.policy.params), read_at)
+
+    async def _refresh_spec(self, endpoint: str, hit: _Cached) -> None:
+        try:
+            await self._read_spec(endpoint)
+        except NotFound:
+            pass  # deleted: the next request reads again and answers 404
+        except Exception:
+            log.warning("refreshing the spec of %s failed", endpoint, exc_info=True)
+        finally:
+            hit.refreshing = False
 
     async def spec_and_policy(self, endpoint: str, fresh: bool = False) -> tuple[EndpointSpec, Policy]:
         if fresh:
@@ -337,23 +373,46 @@ class Router:
             log.exception("%s failed", what)
 
     async def _live_stats(self, endpoint: str, names: list[str]) -> list[VariantStats]:
-        """The variants' shared statistics, reused for ``stats_cache_ttl_s`` (plus this process's decisions)."""
+        """The variants' shared statistics, reused for ``stats_cache_ttl_s`` (plus this process's decisions),
+        then refreshed in the background while requests go on deciding from them (for at most
+        ``cache_refresh_grace_s`` more; after that a request reads them itself)."""
         hit = self._stats.get(endpoint)
-        now = time.monotonic()
-        if hit is not None and hit[0] > now and hit[1] == names:
-            return list(hit[2])
+        if hit is not None and hit.names == names:
+            now = time.monotonic()
+            if hit.fresh_until > now:
+                return list(hit.stats)
+            if hit.usable_until > now:
+                if not hit.refreshing:
+                    hit.refreshing = True
+                    self._spawn(self._refresh_stats(endpoint, names, hit))
+                return list(hit.stats)
+        return await self._read_stats(endpoint, names)
+
+    async def _read_stats(self, endpoint: str, names: list[str]) -> list[VariantStats]:
+        read_at = time.monotonic()
         stats = await self.store.stats(endpoint, names)
-        if self.settings.stats_cache_ttl_s > 0:
-            self._stats[endpoint] = (now + self.settings.stats_cache_ttl_s, names, stats)
-        return stats
+        ttl = self.settings.stats_cache_ttl_s
+        if ttl > 0:
+            self._stats[endpoint] = _CachedStats(
+                read_at + ttl, read_at + ttl + self.settings.cache_refresh_grace_s, names, stats
+            )
+        return list(stats)
+
+    async def _refresh_stats(self, endpoint: str, names: list[str], hit: _CachedStats) -> None:
+        try:
+            await self._read_stats(endpoint, names)
+        except Exception:
+            log.warning("refreshing the statistics of %s failed", endpoint, exc_info=True)
+        finally:
+            hit.refreshing = False
 
     def _count_locally(self, endpoint: str, variant: str) -> None:
         """Count a decision in the cached statistics, so that decision-driven policies (UCB, the minimum
         sample) move on within the cache window instead of repeating one choice."""
         hit = self._stats.get(endpoint)
-        if hit is not None and variant in hit[1]:
-            i = hit[1].index(variant)
-            hit[2][i] = replace(hit[2][i], decisions=hit[2][i].decisions + 1)
+        if hit is not None and variant in hit.names:
+            i = hit.names.index(variant)
+            hit.stats[i] = replace(hit.stats[i], decisions=hit.stats[i].decisions + 1)
 
     @staticmethod
     def _prediction(

@@ -21,6 +21,13 @@ class RouterSettings(BaseSettings):
         "decisions are added to them meanwhile). Rewards take seconds to come back, so 50 ms of staleness changes "
         "no decision's quality and saves a Redis round trip on most requests under load. 0: read every request.",
     )
+    cache_refresh_grace_s: float = Field(
+        1.0,
+        description="For how long past its TTL a cached spec or statistics snapshot may still be decided from "
+        "while one background read refreshes it (so no request waits for that read). The refresh normally "
+        "lands within a millisecond; the grace only matters when Redis is slow or down, after which requests "
+        "read for themselves again.",
+    )
     await_publish: bool = Field(
         False,
         description="Answer predict only after the broker acknowledged its Prediction record (+~1 ms p50 and a "

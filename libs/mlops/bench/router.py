@@ -4,11 +4,11 @@ decisions it makes per second.
 On a private stack (registry, inference, router; see :mod:`mlops.bench.bandit_stack`) two versions of a
 small model are served. One client process alternates blocks of one-row requests between the baseline,
 gRPC ``ModelInfer`` straight to inference, and gRPC ``Predict`` through the router (which picks a
-variant, reads the shared statistics from Redis, calls the same ``ModelInfer``, records the decision and
-publishes the prediction), sequentially so each latency is one request's. Added latency = router
-percentile - direct percentile, per policy (``fixed`` over one variant; ``thompson`` over two, the
-stateful path). Then ``decisions_per_s``: Thompson predictions per second with 32 requests in flight,
-beside inference's own rate at the same concurrency.
+variant from the shared statistics in Redis, calls the same ``ModelInfer``, records the decision in Redis
+before answering and publishes the prediction after), sequentially so each latency is one request's.
+Added latency = router percentile - direct percentile, per policy (``fixed`` over one variant;
+``thompson`` over two, the stateful path). Then ``decisions_per_s``: Thompson predictions per second
+with 32 requests in flight, beside inference's own rate at the same concurrency.
 """
 
 from __future__ import annotations
@@ -146,5 +146,6 @@ def run(quick: bool, console: Console) -> Result:
     with bandit_stack.running(report=lambda msg: console.log(msg)) as stack:
         asyncio.run(_measure(stack, quick, console, result))
     result.notes.append("added = router percentile - direct ModelInfer percentile, same client, blocks alternated; "
-                        "the router awaits the broker's ack of each Prediction (await_publish, the default)")
+                        "router defaults: the decision is in Redis before each answer, the Prediction record "
+                        "goes to Kafka from the outbox right after it (await_publish off)")
     return result

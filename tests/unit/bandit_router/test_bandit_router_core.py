@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 from typing import Any
 
@@ -240,3 +241,42 @@ async def test_linucb_reads_its_context_and_remembers_it_for_the_reward(parts: A
     with pytest.raises(InvalidArgument) as info:
         await router.predict("ep", features={"a": 1.0})
     assert info.value.field == "features.b"
+
+
+class _SlowStatsStore(MemoryStore):
+    """Statistics reads that can be held at a gate, and counted."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads = 0
+        self.gate = asyncio.Event()
+        self.gate.set()
+
+    async def stats(self, endpoint: str, variants: Any, latency: bool = False) -> Any:
+        self.reads += 1
+        await self.gate.wait()
+        return await super().stats(endpoint, variants, latency)
+
+
+async def test_expired_statistics_are_refreshed_in_the_background_within_the_grace() -> None:
+    store = _SlowStatsStore()
+    settings = RouterSettings(stats_cache_ttl_s=0.05, cache_refresh_grace_s=0.3)
+    router = Router(store, Registry(), Features(), Inference(), None, settings, rng=random.Random(2))  # type: ignore[arg-type]
+    await router.put_endpoint(_spec(VariantSpec("a", "m", "1"), VariantSpec("b", "m", "3"), policy="thompson"))
+    await router.predict("ep", features=ROW)
+    await router.predict("ep", features=ROW)
+    assert store.reads == 1  # the second one decided from the cached snapshot
+    await asyncio.sleep(0.06)
+    store.gate.clear()  # Redis is slow now
+    # Expired but within the grace: the request decides from the snapshot while one read refreshes it.
+    await asyncio.wait_for(router.predict("ep", features=ROW), timeout=5)
+    await asyncio.wait_for(router.predict("ep", features=ROW), timeout=5)
+    assert store.reads == 2
+    await asyncio.sleep(0.4)
+    # Past the grace (the refresh never came back): a request reads for itself, and waits for it.
+    slow = asyncio.ensure_future(router.predict("ep", features=ROW))
+    await asyncio.sleep(0.05)
+    assert not slow.done() and store.reads == 3
+    store.gate.set()
+    await asyncio.wait_for(slow, timeout=5)
+    await router.drain()
