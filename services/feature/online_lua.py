@@ -24,10 +24,11 @@ An entity's main hash (``mlops:feature:online:<entity>``), read whole on every r
 - ``a:<agg>``           a whole-history aggregation's payload
 - ``m:<view>:<group>``  a window group at the view's watermark: ``<bucket>`` then the whole window's payloads
 - ``__wm:<view>``       the view's watermark (the greatest event time it has seen for this entity);
-  ``__event_time`` the greatest of all; ``__events`` events applied; ``__late`` events too late for windows
+  ``__event_time`` the greatest of all; ``__late`` events too late for windows
 
 Its window hash (``mlops:feature:window:<entity>``) holds the buckets, ``<view>:<group>:<bucket>`` -> the
-group's payloads, with bucket = floor(event time / step). A read at the watermark's bucket uses ``m:``
+group's payloads, with bucket = floor(event time / step); a window of one bucket (tumbling) needs none:
+its ``m:`` field is that bucket. A read at the watermark's bucket uses ``m:``
 alone; a read after it combines the buckets still inside the window; a read a whole window later needs
 nothing.
 
@@ -169,6 +170,7 @@ for i = 1, nplans do
   for _, view in ipairs(plan) do
     view.wmf = '__wm:' .. view.v
     view.pp = 'p:' .. view.v .. ':'
+    view.pf = {}  -- field name -> its pass-through hash field, made on first use
     for _, agg in ipairs(view.a) do agg.af = 'a:' .. agg.n end
     for _, g in ipairs(view.g) do
       g.mf = 'm:' .. view.v .. ':' .. g.id
@@ -199,6 +201,15 @@ local function hset(key, map)
   for f, v in pairs(map) do flat[#flat + 1] = f; flat[#flat + 1] = v end
   if #flat > 0 then redis.call('HSET', key, unpack(flat)) end
   return #flat > 0
+end
+
+local function pfield(view, name)
+  local f = view.pf[name]
+  if not f then
+    f = view.pp .. name
+    view.pf[name] = f
+  end
+  return f
 end
 
 -- the group's payloads after one event (vs: the event's value per aggregation, or nil)
@@ -245,20 +256,29 @@ while pos <= #blob do
       names[#names + 1] = parts[i]
     end
 
-    -- 1. the main-hash fields this event reads, in one HMGET
-    local want = {'__event_time', '__events'}
+    -- 1. the main-hash fields this event reads, in one HMGET; pass-through fields only for a view the
+    -- event is older than (a second HMGET): each one's stored time is at most the view's watermark, so an
+    -- event at or after the watermark replaces them all without looking (the common, in-order case)
+    local want = {'__event_time'}
     for _, view in ipairs(plan) do
       want[#want + 1] = view.wmf
-      local pnames = view.p
-      if pnames == '*' then pnames = names end
-      for _, name in ipairs(pnames) do
-        if fv[name] then want[#want + 1] = view.pp .. name end
-      end
       for _, agg in ipairs(view.a) do want[#want + 1] = agg.af end
       for _, g in ipairs(view.g) do want[#want + 1] = g.mf end
     end
     local cur = {}
     hmget(ek, want, cur)
+    local pwant = {}
+    for _, view in ipairs(plan) do
+      local wm = cur[view.wmf]
+      if wm and t < tonumber(wm) then
+        local pnames = view.p
+        if pnames == '*' then pnames = names end
+        for _, name in ipairs(pnames) do
+          if fv[name] then pwant[#pwant + 1] = pfield(view, name) end
+        end
+      end
+    end
+    hmget(ek, pwant, cur)
 
     -- 2. watermarks, pass-through fields, whole-history aggregations; which buckets to read
     local set, wset, wdel, wwant, jobs = {}, {}, {}, {}, {}
@@ -271,11 +291,12 @@ while pos <= #blob do
       if is_late then was_late = true end
       local pnames = view.p
       if pnames == '*' then pnames = names end
+      local newest = wm_old == nil or t >= wm_old
       for _, name in ipairs(pnames) do
         local v = fv[name]
         if v then
-          local f = view.pp .. name
-          local c = cur[f]
+          local f = pfield(view, name)
+          local c = (not newest) and cur[f]
           if (not c) or t >= tonumber(sub(c, 1, find(c, '|', 1, true) - 1)) then set[f] = tstr .. '|' .. v end
         end
       end
@@ -301,11 +322,15 @@ while pos <= #blob do
         end
         local job = {g = g, cnew = cnew, vs = vs, mparts = mparts, advance = (cold == nil or cnew ~= cold)}
         local b = floor(t / g.s)
-        if any and (not is_late) and b > cnew - g.b then
+        local counts = any and (not is_late) and b > cnew - g.b
+        if g.b == 1 then
+          -- a window of one bucket (tumbling) is its m: field alone: no bucket in the window hash
+          job.single, job.counts = true, counts
+        elseif counts then
           job.bf = g.pfx .. b  -- integral floats print as integers below 1e14
           wwant[#wwant + 1] = job.bf
         end
-        if job.advance then
+        if job.advance and not job.single then
           local bnames = {}
           for k = cnew - g.b + 1, cnew do
             local bf = g.pfx .. k
@@ -333,7 +358,15 @@ while pos <= #blob do
         wcur[job.bf] = wset[job.bf]
       end
       local mparts
-      if job.advance then
+      if job.single then
+        if job.advance then
+          mparts = step_group(g, nil, job.counts and job.vs or {}, t)
+        elseif job.counts then
+          local old = {}
+          for i = 2, #job.mparts do old[i - 1] = job.mparts[i] end
+          mparts = step_group(g, old, job.vs, t)
+        end
+      elseif job.advance then
         local per = {}
         for i = 1, #g.a do per[i] = {} end
         for _, bf in ipairs(job.bnames) do
@@ -354,7 +387,6 @@ while pos <= #blob do
 
     local last = cur['__event_time'] and tonumber(cur['__event_time']) or nil
     if (not last) or t > last then set['__event_time'] = tstr end
-    set['__events'] = fmt('%d', (tonumber(cur['__events'] or '0') or 0) + 1)
     if was_late then
       late = late + 1
       redis.call('HINCRBY', ek, '__late', 1)
