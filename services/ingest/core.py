@@ -38,13 +38,22 @@ end
 """
 
 # Which of the event_ids were seen within the window (one call for a whole batch), as one string of
-# '0' and '1' (one reply to parse instead of one per event). ARGV: key prefix, ids.
+# '0' and '1' (one reply to parse instead of one per event). ARGV: key prefix, ids. One EXISTS counts a
+# thousand keys at once; only a thousand with a repeat among them is asked about key by key.
 _SEEN = _NEXT_ID + """
-local prefix, ids, pos, out = ARGV[1], ARGV[2], 1, {}
+local prefix, ids, pos, keys, out = ARGV[1], ARGV[2], 1, {}, {}
 while pos <= #ids do
   local id
   id, pos = next_id(ids, pos)
-  out[#out + 1] = redis.call('EXISTS', prefix .. id)
+  keys[#keys + 1] = prefix .. id
+end
+for i = 1, #keys, 1000 do
+  local j = math.min(i + 999, #keys)
+  if redis.call('EXISTS', unpack(keys, i, j)) == 0 then
+    out[#out + 1] = string.rep('0', j - i + 1)
+  else
+    for k = i, j do out[#out + 1] = redis.call('EXISTS', keys[k]) end
+  end
 end
 return table.concat(out)
 """
