@@ -30,7 +30,7 @@ from mlops.bus import topics
 from mlops.bus.consumer import Consumer, Handler
 from mlops.bus.producer import Producer
 from mlops.errors import MlopsError, TooLarge
-from mlops.grpc_util import ServerInterceptor, server_options
+from mlops.grpc_util import ServerInstrumentation, server_options
 from mlops.settings import PlatformSettings, ServiceSettings
 
 log = logging.getLogger(__name__)
@@ -245,11 +245,11 @@ class Service:
             await topics.ensure_topics(self.settings)
             await self.producer.start()
 
-        interceptor = ServerInterceptor(self.name, self.guard, lambda: self.producer)
-        grpc_server = grpc.aio.server(interceptors=[interceptor], options=server_options())
+        grpc_server = grpc.aio.server(options=server_options())
         health_pb2_grpc.add_HealthServicer_to_server(self.health, grpc_server)
+        instrumented = ServerInstrumentation(self.name, self.guard, lambda: self.producer).instrumented(grpc_server)
         for adder in self._grpc_adders:
-            adder(grpc_server)
+            adder(instrumented)
         grpc_server.add_insecure_port(f"{self.settings.host}:{self.service.grpc_port}")
         await grpc_server.start()
 

@@ -1,5 +1,10 @@
 """OpenTelemetry tracing (OTLP when ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set) and the Prometheus metrics
 every service shares, with one set of names and labels.
+
+Without an OTLP endpoint nothing would ever read a span, so none is recorded: the sampler is
+``always_off`` (unless ``OTEL_TRACES_SAMPLER`` says otherwise), which still continues and propagates a
+caller's trace context over HTTP, gRPC and Kafka, and the request paths skip their server span when
+there is no caller trace to continue. Recording a span cost ~40 us of CPU per request here.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from opentelemetry import propagate, trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 from prometheus_client import Counter, Gauge, Histogram
 
 log = logging.getLogger(__name__)
@@ -42,11 +48,14 @@ _service_name = "mlops"
 
 def setup(service: str) -> None:
     """Install the tracer provider for ``service``; exports over OTLP only when an endpoint is configured."""
-    global _service_name
+    global _service_name, _exporting
     _service_name = service
+    _exporting = bool(os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"))
     resource = Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME", f"mlops-{service}")})
-    provider = TracerProvider(resource=resource)
-    if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
+    # sampler=None: the SDK's default, or OTEL_TRACES_SAMPLER when set.
+    sampler = None if _exporting or os.environ.get("OTEL_TRACES_SAMPLER") else ALWAYS_OFF
+    provider = TracerProvider(resource=resource, sampler=sampler)
+    if _exporting:
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
         provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
@@ -58,6 +67,14 @@ def setup(service: str) -> None:
 
 def service_name() -> str:
     return _service_name
+
+
+_exporting = False
+
+
+def exporting() -> bool:
+    """True when spans are exported (an OTLP endpoint is configured)."""
+    return _exporting
 
 
 _tracer: trace.Tracer | None = None

@@ -12,6 +12,13 @@ With ``adaptive`` on, the batcher only waits for more requests when the previous
 than one: a lone sequential client then pays no queue delay, while under concurrent load (where
 waiting is what fills batches) it waits up to ``max_queue_delay_s`` as configured.
 
+Where the forward pass runs: ``inline`` (on the event loop), on the version's own ``thread``, or ``auto``:
+inline while the recent passes (a moving average of their compute time) stay under ``inline_max_s``,
+on the thread otherwise. Handing a pass to a thread and back costs tens of microseconds of CPU and a
+GIL hand-off, more than a small CPU model's whole pass; a long pass inline would stall every other
+request on the event loop, so those go to the thread. The first passes of a version run on the thread
+until the average is known.
+
 The per-request path is kept to a deque append and a future: ``submit`` is a plain function returning
 the future (no coroutine frame), the worker is woken through one future only when it sleeps, and the
 timer exists only while a batch is waiting for company.
@@ -90,10 +97,14 @@ class DynamicBatcher:
         adaptive: bool = True,
         max_queue_rows: int = 65536,
         inline: bool = False,
+        auto_inline_max_s: float | None = None,
         labels: tuple[str, str] = ("", ""),
     ) -> None:
         self._forward = forward
         self.inline = inline
+        #: ``auto``: passes averaging under this many seconds run inline (None: off).
+        self.auto_inline_max_s = None if inline else auto_inline_max_s
+        self._compute_ewma_s: float | None = None
         self.max_batch_size = max(1, max_batch_size)
         self.max_queue_delay_s = max(0.0, max_queue_delay_s)
         self.adaptive = adaptive
@@ -214,6 +225,16 @@ class DynamicBatcher:
             self._last_batch_requests = len(batch)
             await self._execute(batch, rows)
 
+    def _run_inline(self) -> bool:
+        if self.inline:
+            return True
+        limit, average = self.auto_inline_max_s, self._compute_ewma_s
+        return limit is not None and average is not None and average < limit
+
+    def _observe_compute(self, seconds: float) -> None:
+        average = self._compute_ewma_s
+        self._compute_ewma_s = seconds if average is None else average + 0.1 * (seconds - average)
+
     async def _execute(self, batch: list[_Item], rows: int) -> None:
         now = time.perf_counter()
         observe_queue = self._queue_time.observe
@@ -222,11 +243,14 @@ class DynamicBatcher:
         self.executing = len(batch)
         try:
             inputs = batch[0].rows if len(batch) == 1 else np.concatenate([i.rows for i in batch], axis=0)
-            if self.inline:
+            started = time.perf_counter()
+            if self._run_inline():
                 output = self._forward(inputs)
             else:
                 output = await asyncio.get_running_loop().run_in_executor(self._executor, self._forward, inputs)
-            self._compute_time.observe(time.perf_counter() - now)
+            done = time.perf_counter()
+            self._observe_compute(done - started)
+            self._compute_time.observe(done - now)
             self._batch_rows.observe(rows)
             self._batch_requests.observe(len(batch))
             parts = split_rows(output, [item.rows.shape[0] for item in batch])

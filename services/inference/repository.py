@@ -218,6 +218,7 @@ class ModelRepository:
                 adaptive=batching.adaptive,
                 max_queue_rows=batching.max_queue_rows,
                 inline=self._settings.forward_executor == "inline",
+                auto_inline_max_s=self._auto_inline_max_s(runtime),
                 labels=(mv.model, mv.version),
             )
             batcher.start()
@@ -254,6 +255,13 @@ class ModelRepository:
             self._loading.pop(key, None)
         if not self._closed:
             await self._reap()
+
+    def _auto_inline_max_s(self, runtime: Runtime) -> float | None:
+        """``forward_executor=auto``: the inline limit for ``runtime``; None (always the thread) for a model on
+        CUDA (its passes must stay off the event loop) or behind Triton (a network call)."""
+        if self._settings.forward_executor != "auto" or self._triton is not None or runtime.device != "cpu":
+            return None
+        return self._settings.inline_max_us / 1e6
 
     def _warm_up(self, runtime: Runtime, n_features: int) -> int | None:
         """Run each warm-up batch size once; returns the number of outputs per row."""

@@ -61,11 +61,14 @@ class InferenceSettings(BaseSettings):
         description='Per-model batching, JSON: {"<model>": {"max_batch_size": 128, "max_queue_delay_us": 500}}.',
     )
     device: str = Field("auto", description="torch device: auto (cuda when available, else cpu), cpu, cuda:0...")
-    forward_executor: Literal["thread", "inline"] = Field(
-        "thread",
-        description="Where forward passes run: `thread` (each version's own thread, off the event loop; CUDA and "
-        "big models need it) or `inline` (on the event loop: no thread handoff; for small CPU models when the "
-        "process has about one core).",
+    forward_executor: Literal["auto", "thread", "inline"] = Field(
+        "auto",
+        description="Where forward passes run: `thread` (each version's own thread, off the event loop), `inline` "
+        "(on the event loop: no thread hand-off) or `auto`: inline for a CPU model whose passes average under "
+        "inline_max_us, else the thread (always the thread on CUDA and with the Triton backend).",
+    )
+    inline_max_us: int = Field(
+        1000, ge=0, description="`auto`: longest average forward pass, in microseconds, still run on the event loop."
     )
     gil_switch_interval_us: int = Field(
         200,

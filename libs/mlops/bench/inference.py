@@ -313,7 +313,8 @@ def run(quick: bool, console: Console) -> Result:
     result = Result("inference")
     result.notes.append(
         "one torch thread everywhere; service: defaults (dynamic batching up to 256 rows, 2 ms, adaptive; "
-        "forward pass on its own thread) with a local model repository and the prediction log off, auth off; "
+        "forward executor auto: inline while passes average under 1 ms) with a local model repository, the "
+        "prediction log off, auth off and tracing off (no OTLP endpoint); "
         "naive: FastAPI + torch, V2 JSON over REST (uvicorn); mlserver: 1.7.1 defaults (one parallel worker), "
         "adaptive batching max_batch_size 64 requests, max_batch_time 2 ms, debug off; ratios vs naive use the "
         "service over gRPC (throughput_ratio_vs_naive_c64) and over REST (..._rest); figures are medians over "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -173,4 +174,34 @@ async def test_inline_forward_gives_the_same_answers_without_a_thread() -> None:
     for x, y in zip(inputs, results, strict=True):
         np.testing.assert_array_equal(y, x * 2.0)
     assert threads == {threading.current_thread().name}
+    await batcher.close()
+
+
+async def test_auto_executor_runs_short_passes_inline_and_long_ones_on_the_thread() -> None:
+    """``auto``: the first pass goes to the thread (nothing measured yet); short passes then run on the
+    event loop's thread; once passes take longer than the limit they go back to the forward thread."""
+    threads: list[str] = []
+    delay = {"s": 0.0}
+
+    def forward(rows: np.ndarray) -> np.ndarray:
+        threads.append(threading.current_thread().name)
+        time.sleep(delay["s"])
+        return rows + 1.0
+
+    batcher = DynamicBatcher(forward, max_batch_size=4, max_queue_delay_s=0.0, auto_inline_max_s=0.002,
+                             labels=("auto", "1"))
+    batcher.start()
+    loop_thread = threading.current_thread().name
+    for i in range(5):
+        out = await batcher.submit(np.full((1, 2), i, dtype=np.float32))
+        np.testing.assert_array_equal(out, np.full((1, 2), i + 1, dtype=np.float32))
+    assert threads[0].startswith("forward-auto:1")
+    assert set(threads[1:]) == {loop_thread}
+
+    delay["s"] = 0.01  # five times the limit: the moving average crosses it within a few passes
+    threads.clear()
+    for _ in range(10):
+        await batcher.submit(np.ones((1, 2), dtype=np.float32))
+    assert threads[0] == loop_thread
+    assert threads[-1].startswith("forward-auto:1")
     await batcher.close()
