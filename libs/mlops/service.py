@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import signal
-import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
@@ -19,18 +17,17 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from opentelemetry import trace
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.asyncio import BlockingConnectionPool, Redis
 
 from mlops import telemetry
-from mlops.auth import audit, policy
 from mlops.auth.guard import Guard
 from mlops.bus import topics
 from mlops.bus.consumer import Consumer, Handler
 from mlops.bus.producer import Producer
-from mlops.errors import MlopsError, TooLarge
+from mlops.errors import MlopsError
 from mlops.grpc_util import ServerInstrumentation, server_options
+from mlops.http_middleware import PlatformMiddleware
 from mlops.settings import PlatformSettings, ServiceSettings
 
 log = logging.getLogger(__name__)
@@ -45,21 +42,6 @@ class _QuietServer(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
-
-
-def _json_fields(body: bytes) -> dict[str, Any]:
-    try:
-        data = json.loads(body) if body else {}
-    except (ValueError, UnicodeDecodeError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def _cookie_token(request: Request) -> str | None:
-    """The console's browser session: a token given once as ``/ui?token=...`` is kept in a cookie."""
-    token = request.cookies.get("mlops_token") or (
-        request.query_params.get("token") if request.url.path.startswith("/ui") else None)
-    return f"Bearer {token}" if token else None
 
 
 def _validation_field(exc: RequestValidationError) -> str | None:
@@ -137,33 +119,8 @@ class Service:
                 body["field"] = field
             return JSONResponse({"error": body}, status_code=400)
 
-        @app.middleware("http")
-        async def _guard(request: Request, call_next):  # type: ignore[no-untyped-def]
-            return await self._guarded(request, call_next)
-
-        @app.middleware("http")
-        async def _observe(request: Request, call_next):  # type: ignore[no-untyped-def]
-            route = request.scope.get("route")
-            start = time.perf_counter()
-            ctx = telemetry.extract_context(request.headers.items())
-            with telemetry.tracer().start_as_current_span(
-                f"{request.method} {request.url.path}",
-                context=ctx,
-                kind=trace.SpanKind.SERVER,
-                attributes={"http.request.method": request.method, "url.path": request.url.path},
-            ) as span:
-                response = await call_next(request)
-                route = request.scope.get("route")
-                path = getattr(route, "path", request.url.path)
-                span.update_name(f"{request.method} {path}")
-                span.set_attribute("http.route", path)
-                span.set_attribute("http.response.status_code", response.status_code)
-            if path not in ("/metrics", "/healthz", "/readyz"):
-                telemetry.REQUESTS.labels(name, "http", f"{request.method} {path}", str(response.status_code)).inc()
-                telemetry.REQUEST_LATENCY.labels(name, "http", f"{request.method} {path}").observe(
-                    time.perf_counter() - start
-                )
-            return response
+        app.add_middleware(PlatformMiddleware, service=name, guard=self.guard,
+                           max_body_bytes=self.settings.max_body_bytes, producer=lambda: self.producer)
 
         @app.get("/healthz", tags=["health"])
         async def healthz() -> dict[str, str]:
@@ -182,37 +139,6 @@ class Service:
             return PlainTextResponse(generate_latest().decode(), media_type=CONTENT_TYPE_LATEST)
 
         return app
-
-    async def _guarded(self, request: Request, call_next):  # type: ignore[no-untyped-def]
-        """Body limit, authentication, authorisation and rate limit; then the audit record of a state change."""
-        path, method = request.url.path, request.method
-        try:
-            if int(request.headers.get("content-length") or 0) > self.settings.max_body_bytes:
-                raise TooLarge(f"the body is larger than {self.settings.max_body_bytes} bytes", field="body")
-            if policy.OPEN_PATHS.match(path):
-                return await call_next(request)
-            permission = policy.rest_permission(method, path)
-            reason = ""
-            if permission in policy.AUDITED:
-                body = await request.body()
-                fields = _json_fields(body)
-                reason = str(fields.get("reason", ""))
-                if permission == "stage" and fields.get("stage") in policy.ADMIN_STAGES:
-                    permission = "promote"
-            token = request.headers.get("authorization") or _cookie_token(request)
-            principal = await self.guard.check(token, permission)
-        except MlopsError as exc:
-            if path.startswith("/v2"):
-                # The Open Inference Protocol's error shape: unmodified tritonclient reads "error" as a string.
-                return JSONResponse({"error": exc.message, "code": exc.code}, status_code=exc.http_status)
-            return JSONResponse(exc.to_body(), status_code=exc.http_status)
-        response = await call_next(request)
-        if path.startswith("/ui") and request.query_params.get("token"):
-            response.set_cookie("mlops_token", request.query_params["token"], httponly=True, samesite="strict")
-        if permission in policy.AUDITED and response.status_code < 400:
-            route = getattr(request.scope.get("route"), "path", path)
-            await audit.record(self.producer, principal.name, f"{method} {route}", path, reason)
-        return response
 
     async def _redis_ready(self) -> bool:
         try:

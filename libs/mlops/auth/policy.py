@@ -3,6 +3,7 @@ and gRPC across all services. Reads need ``read``; anything not listed that chan
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Any
 
@@ -62,6 +63,7 @@ OPEN_PATHS = re.compile(r"^/(healthz|readyz|metrics|docs|redoc|openapi\.json|v2/
 OPEN_GRPC = re.compile(r"^/grpc\.health\.v1\.Health/|^/inference\.GRPCInferenceService/Server(Live|Ready)$")
 
 
+@functools.lru_cache(maxsize=4096)  # every request asks; most ask about the same few paths
 def rest_permission(method: str, path: str) -> str:
     for m, pattern, perm in _REST:
         if m == method and pattern.match(path):

@@ -1,0 +1,197 @@
+"""The one ASGI middleware in front of every service's REST API: the server span and request metrics,
+then the guard (body limit, authentication, authorisation, rate limit) and, after a state change, its
+audit record.
+
+Plain ASGI rather than Starlette's ``BaseHTTPMiddleware`` (``@app.middleware("http")``): that one runs
+each request through an extra task and memory streams per middleware, which dominated the REST profile
+of the inference service. Here a request costs a few function calls when auth is off and no trace is
+exported.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from starlette.datastructures import MutableHeaders
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from mlops import telemetry
+from mlops.auth import audit, policy
+from mlops.auth.guard import ANONYMOUS, Guard
+from mlops.bus.producer import Producer
+from mlops.errors import MlopsError, TooLarge
+
+#: paths whose requests are neither counted nor timed (scrapes and probes would drown the figures).
+UNMEASURED = frozenset({"/metrics", "/healthz", "/readyz"})
+_ROOT = otel_context.Context()
+
+
+def json_fields(body: bytes) -> dict[str, Any]:
+    """The top-level fields of a JSON object body; empty for anything else."""
+    try:
+        data = json.loads(body) if body else {}
+    except (ValueError, UnicodeDecodeError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def cookie_token(request: Request) -> str | None:
+    """The console's browser session: a token given once as ``/ui?token=...`` is kept in a cookie."""
+    token = request.cookies.get("mlops_token") or (
+        request.query_params.get("token") if request.url.path.startswith("/ui") else None)
+    return f"Bearer {token}" if token else None
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return value.decode("latin-1")
+    return None
+
+
+async def _read_body(receive: Receive) -> bytes:
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """``receive`` for the app after the middleware read the body: the body once, then the client's own."""
+    pending = True
+
+    async def replay() -> Message:
+        nonlocal pending
+        if pending:
+            pending = False
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
+
+
+def _error_response(path: str, exc: MlopsError) -> Response:
+    if path.startswith("/v2"):
+        # The Open Inference Protocol's error shape: unmodified tritonclient reads "error" as a string.
+        return JSONResponse({"error": exc.message, "code": exc.code}, status_code=exc.http_status)
+    return JSONResponse(exc.to_body(), status_code=exc.http_status)
+
+
+class PlatformMiddleware:
+    """Observe, then guard, every HTTP request of one service."""
+
+    def __init__(self, app: ASGIApp, *, service: str, guard: Guard, max_body_bytes: int,
+                 producer: Callable[[], Producer | None]) -> None:
+        self.app = app
+        self.service = service
+        self.guard = guard
+        self.max_body_bytes = max_body_bytes
+        self.producer = producer
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        method, path = scope["method"], scope["path"]
+        ctx = _ROOT
+        if _header(scope, b"traceparent") is not None:
+            ctx = telemetry.extract_context(
+                (k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"])
+        if ctx is _ROOT and not telemetry.exporting():
+            span: trace.Span = trace.INVALID_SPAN  # no caller trace to continue, no one to read a span
+        else:
+            span = telemetry.tracer().start_span(
+                f"{method} {path}", context=ctx, kind=trace.SpanKind.SERVER,
+                attributes={"http.request.method": method, "url.path": path})
+        token = otel_context.attach(trace.set_span_in_context(span, ctx))
+        status = 500
+
+        async def observed_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self._guarded(scope, receive, observed_send)
+        except BaseException as exc:
+            span.record_exception(exc)
+            raise
+        finally:
+            route = getattr(scope.get("route"), "path", path)
+            if span.is_recording():
+                span.update_name(f"{method} {route}")
+                span.set_attribute("http.route", route)
+                span.set_attribute("http.response.status_code", status)
+                if status >= 500:
+                    span.set_status(trace.Status(trace.StatusCode.ERROR))
+            span.end()
+            otel_context.detach(token)
+            if route not in UNMEASURED:
+                label = f"{method} {route}"
+                telemetry.REQUESTS.labels(self.service, "http", label, str(status)).inc()
+                telemetry.REQUEST_LATENCY.labels(self.service, "http", label).observe(time.perf_counter() - start)
+
+    async def _guarded(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Body limit, authentication, authorisation and rate limit; then the audit record of a state change."""
+        method, path = scope["method"], scope["path"]
+        try:
+            length = _header(scope, b"content-length")
+            if length and length.isdigit() and int(length) > self.max_body_bytes:
+                raise TooLarge(f"the body is larger than {self.max_body_bytes} bytes", field="body")
+            if policy.OPEN_PATHS.match(path):
+                await self.app(scope, receive, send)
+                return
+            permission = policy.rest_permission(method, path)
+            if permission not in policy.AUDITED and not self.guard.enabled:
+                await self.app(scope, receive, send)
+                return
+            reason = ""
+            if permission in policy.AUDITED:
+                body = await _read_body(receive)
+                receive = _replay(body, receive)
+                fields = json_fields(body)
+                reason = str(fields.get("reason", ""))
+                if permission == "stage" and fields.get("stage") in policy.ADMIN_STAGES:
+                    permission = "promote"
+            request = Request(scope)
+            principal = ANONYMOUS
+            if self.guard.enabled:
+                authorization = _header(scope, b"authorization") or cookie_token(request)
+                principal = await self.guard.check(authorization, permission)
+        except MlopsError as exc:
+            await _error_response(path, exc)(scope, receive, send)
+            return
+
+        ok = True
+        session = request.query_params.get("token") if path.startswith("/ui") else None
+
+        async def guarded_send(message: Message) -> None:
+            nonlocal ok
+            if message["type"] == "http.response.start":
+                ok = message["status"] < 400
+                if session:
+                    # Keep the console's token in an HttpOnly cookie for the pages that follow.
+                    cookie = Response()
+                    cookie.set_cookie("mlops_token", session, httponly=True, samesite="strict")
+                    headers = MutableHeaders(scope=message)
+                    headers.append("set-cookie", cookie.headers["set-cookie"])
+            await send(message)
+
+        await self.app(scope, receive, guarded_send)
+        if permission in policy.AUDITED and ok:
+            route = getattr(scope.get("route"), "path", path)
+            await audit.record(self.producer(), principal.name, f"{method} {route}", path, reason)
