@@ -3,8 +3,6 @@ serves online reads and training sets. Knows nothing of HTTP, gRPC or Kafka."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -18,7 +16,7 @@ from mlops.v1 import events_pb2
 from services.feature.datasets import DatasetSpec, DatasetStore
 from services.feature.definitions import Definitions
 from services.feature.offline import OfflineWriter
-from services.feature.online import MAX_EVENTS_PER_CALL, ApplyResult, OnlineEvent, OnlineStore
+from services.feature.online import OnlineEvent, OnlineStore
 from services.feature.quality import Quality
 
 APPLIED = Counter("mlops_feature_events_total", "Validated events seen by the feature service.",
@@ -67,29 +65,20 @@ class FeatureCore:
 
     async def apply(self, events: Sequence[tuple[str, events_pb2.ValidatedEvent]]) -> None:
         """Apply ``(event_id, event)`` pairs to the online store (each at most once) and buffer them as
-        offline rows (written by :meth:`OfflineWriter.flush`; repeats are dropped when read).
-
-        The online store takes the events a slice at a time (one script call each, in order); the next
-        slice is prepared while Redis runs the previous one, so the feature service's CPU and Redis's
-        overlap instead of taking turns (each was about half of a batch's time)."""
-        batch: list[OnlineEvent] = []
-        result = ApplyResult()
-        running: asyncio.Future[ApplyResult] | None = None
-        try:
-            for start in range(0, len(events), MAX_EVENTS_PER_CALL):
-                chunk = self._stage(events[start : start + MAX_EVENTS_PER_CALL])
-                batch.extend(chunk)
-                if running is not None:
-                    result.add(await running)  # in order: a slice starts after the one before it is applied
-                running = asyncio.ensure_future(self.online.apply(chunk))
-                await asyncio.sleep(0)  # the call goes out now, before the next slice is prepared
-            if running is not None:
-                result.add(await running)
-                running = None
-        finally:
-            if running is not None:  # preparing a slice failed: let the call under way finish first
-                with contextlib.suppress(Exception):
-                    await running
+        offline rows (written by :meth:`OfflineWriter.flush`; repeats are dropped when read)."""
+        batch = []
+        add = self.offline.add
+        for event_id, ev in events:
+            fields = struct_to_dict(ev.fields)
+            entity, stream, ts = ev.entity_id, ev.stream, ev.event_time  # each read of a message field allocates
+            seconds, nanos = ts.seconds, ts.nanos
+            batch.append(OnlineEvent(event_id, entity, stream, seconds * 1000 + nanos // 1_000_000, fields))
+            row = {k: v for k, v in fields.items() if k not in META} if not META.isdisjoint(fields) else dict(fields)
+            row["entity_id"] = entity
+            row["event_time"] = _EPOCH + timedelta(seconds=seconds, microseconds=nanos // 1000)
+            row["event_id"] = event_id
+            add(stream, row)
+        result = await self.online.apply(batch)
         # Quality counts every event delivered: rates, which a rare redelivery barely moves.
         await self.quality.observe(batch)
         APPLIED.labels("online", "applied").inc(result.applied)
@@ -98,22 +87,6 @@ class FeatureCore:
             APPLIED.labels("online", "duplicate").inc(result.duplicates)
         if result.late:
             APPLIED.labels("online", "late").inc(result.late)
-
-    def _stage(self, events: Sequence[tuple[str, events_pb2.ValidatedEvent]]) -> list[OnlineEvent]:
-        """The events as the online store takes them; their offline rows go to the Parquet buffer."""
-        out = []
-        add = self.offline.add
-        for event_id, ev in events:
-            fields = struct_to_dict(ev.fields)
-            entity, stream, ts = ev.entity_id, ev.stream, ev.event_time  # each read of a message field allocates
-            seconds, nanos = ts.seconds, ts.nanos
-            out.append(OnlineEvent(event_id, entity, stream, seconds * 1000 + nanos // 1_000_000, fields))
-            row = {k: v for k, v in fields.items() if k not in META} if not META.isdisjoint(fields) else dict(fields)
-            row["entity_id"] = entity
-            row["event_time"] = _EPOCH + timedelta(seconds=seconds, microseconds=nanos // 1000)
-            row["event_id"] = event_id
-            add(stream, row)
-        return out
 
     def _check_read(self, entities: Sequence[str]) -> None:
         if not entities:

@@ -59,11 +59,6 @@ class ApplyResult:
     duplicates: int = 0
     late: int = 0
 
-    def add(self, other: ApplyResult) -> None:
-        self.applied += other.applied
-        self.duplicates += other.duplicates
-        self.late += other.late
-
 
 def window_groups(view: FeatureView) -> list[tuple[str, int, int, list[Aggregation]]]:
     """The view's windowed aggregations grouped by window: ``(group id, step ms, buckets, aggregations)``."""
