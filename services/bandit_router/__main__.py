@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import os
 
 import grpc
@@ -51,10 +50,6 @@ async def main() -> None:
     service.on_stop(router.drain)
     for ch in channels.values():
         service.on_stop(ch.close)
-    # Everything loaded so far (modules, protobuf descriptors, clients) lives as long as the process: keep
-    # it out of the collector's full passes, which otherwise walk ~100k objects (~30 ms, one request's tail).
-    gc.collect()
-    gc.freeze()
     await service.run()
 
 

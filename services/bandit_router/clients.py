@@ -178,8 +178,9 @@ class InferenceCaller:
     """One-row ``ModelInfer`` calls to the inference service.
 
     The channel may be a plain one: this class sends what the platform's client interceptor would (the
-    trace context under a CLIENT span, and the service token), because grpc.aio runs every intercepted
-    call through an extra task and wrapper objects, which cost ~0.1 ms on the router's hottest call.
+    trace context under a CLIENT span when there is a trace to continue or spans are exported, and the
+    service token), because grpc.aio runs every intercepted call through an extra task and wrapper
+    objects, which cost ~0.1 ms on the router's hottest call.
     """
 
     _METHOD = "inference.GRPCInferenceService/ModelInfer"
@@ -191,6 +192,9 @@ class InferenceCaller:
         self._auth: tuple[tuple[str, str], ...] = (("authorization", f"Bearer {token}"),) if token else ()
 
     async def _call(self, request: service_pb2.ModelInferRequest) -> service_pb2.ModelInferResponse:
+        if not (telemetry.exporting() or trace.get_current_span().get_span_context().is_valid):
+            # No trace to continue and nothing exporting spans: nothing to propagate either.
+            return await self._stub.ModelInfer(request, timeout=self._timeout, metadata=self._auth or None)
         span = telemetry.tracer().start_span(self._METHOD, kind=trace.SpanKind.CLIENT, attributes=self._ATTRIBUTES)
         try:
             carrier: dict[str, str] = {}

@@ -312,18 +312,25 @@ class Router:
             pick = candidates[policy.pick(arms, self._rng)]
             variant = live[pick]
             served_at = time.perf_counter()
-            # The decision goes to Redis while inference runs (its round trip hides behind the model's);
-            # it is taken back if this variant fails to serve.
-            decision = asyncio.ensure_future(
-                self.store.record_decision(endpoint, variant.name, prediction_id, None, deadline, context_list)
-            )
+            serving = asyncio.ensure_future(self._serve(variant, given, entity_id))
+            decision: asyncio.Future[None] | None = None
             try:
-                signature, row, outputs = await self._serve(variant, given, entity_id)
+                # One turn of the event loop first: the inference call's own task sends the request before
+                # anything below uses the loop, so their work is not on this request's path.
+                await asyncio.sleep(0)
+                if not serving.done():  # (done already: bad input or an unservable variant, no call made)
+                    # The decision goes to Redis while inference runs (its round trip hides behind the
+                    # model's); it is taken back if this variant fails to serve.
+                    decision = asyncio.ensure_future(self.store.record_decision(
+                        endpoint, variant.name, prediction_id, None, deadline, context_list))
+                    self.outbox.kick()  # earlier predictions' records go out while this one waits
+                signature, row, outputs = await serving
                 break
             except FALLBACK_ERRORS as exc:
                 # The variant cannot serve now (alias points nowhere, version not loaded, inference failed):
                 # another one answers, so a half-configured endpoint degrades instead of failing requests.
-                await self._withdraw(decision, endpoint, prediction_id)
+                if decision is not None:
+                    await self._withdraw(decision, endpoint, prediction_id)
                 metrics.FALLBACKS.labels(endpoint, variant.name).inc()
                 failed.append(variant.name)
                 candidates.remove(pick)
@@ -333,7 +340,9 @@ class Router:
                     raise
             except BaseException:
                 # Bad input, a peer down, or the caller gone: no prediction, so no decision either.
-                self._spawn(self._withdraw(decision, endpoint, prediction_id))
+                serving.cancel()
+                if decision is not None:
+                    self._spawn(self._withdraw(decision, endpoint, prediction_id))
                 raise
         now = time.perf_counter()
         serve_ms = (now - served_at) * 1000.0
@@ -348,6 +357,9 @@ class Router:
         if failed:
             self._spawn(self._quietly(self.store.record_errors(endpoint, failed), "counting fallback errors"))
         # The decision is in Redis before the answer: a reward can always find it.
+        if decision is None:  # answered within that first turn (in-process stand-ins do): record it now
+            decision = asyncio.ensure_future(self.store.record_decision(
+                endpoint, variant.name, prediction_id, None, deadline, context_list))
         await decision
         if self._producer is not None:
             if self.settings.await_publish:

@@ -4,7 +4,9 @@ samples to Redis, both off the response path.
 Why: the answer waits only for what it needs (inference, and the decision in Redis). Sending the record
 right after the answer still cost ~0.35 ms of the next request's latency on this machine (the send's
 CPU lands on the event loop just as the response goes out), so records wait ``linger_s`` and go out
-together, each under its own request's trace context (its ``send predictions`` span stays a child of
+together -- or sooner, when the next prediction starts waiting for inference (:meth:`Outbox.kick`), so
+the send's CPU fills time the event loop would spend waiting anyway -- each under its own request's
+trace context (its ``send predictions`` span stays a child of
 the request's span). Latency samples are counted in the process and added to the histogram every
 ``latency_flush_s`` in one Redis step; the canary guardrails read it once a second anyway.
 
@@ -61,6 +63,7 @@ class Outbox:
         self._room = asyncio.Event()
         self._closing = False
         self._sender: asyncio.Task[None] | None = None
+        self._lingering: asyncio.Future[None] | None = None
         self._counter: asyncio.Task[None] | None = None
 
     @property
@@ -108,7 +111,7 @@ class Outbox:
             if backoff:
                 await asyncio.sleep(backoff)
             elif self._linger_s > 0 and not self._closing:
-                await asyncio.sleep(self._linger_s)  # let more records join this batch
+                await self._linger()
             self._wake.clear()
             failed = await self._send_batch()
             if failed:
@@ -118,6 +121,24 @@ class Outbox:
                 backoff = 0.0
             if not self._records and self._closing:
                 return
+
+    async def _linger(self) -> None:
+        """Let more records join this batch: until ``linger_s`` passes or :meth:`kick` ends it sooner."""
+        loop = asyncio.get_running_loop()
+        self._lingering = waiter = loop.create_future()
+        timer = loop.call_later(self._linger_s, _settle, waiter)
+        try:
+            await waiter
+        finally:
+            timer.cancel()
+            self._lingering = None
+
+    def kick(self) -> None:
+        """Send what is queued at the next chance. The router calls it right before it awaits inference:
+        the send's CPU then lands while the event loop would otherwise wait for the model, not on a
+        response's way out."""
+        if self._lingering is not None:
+            _settle(self._lingering)
 
     async def _send_batch(self) -> int:
         """Send what is queued; failed records go back to the front. Returns how many failed."""
@@ -180,3 +201,8 @@ class Outbox:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+
+
+def _settle(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
