@@ -1,6 +1,6 @@
 """gRPC plumbing shared by every service: channel and server options, server instrumentation that
-continues the caller's trace, records metrics and maps :class:`MlopsError` to status codes, and a
-client interceptor that sends the current trace context in metadata."""
+continues the caller's trace, records metrics and maps :class:`MlopsError` to status codes, and client
+channels that send the current trace context (and the service token) in metadata."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any
 
 import grpc
 from opentelemetry import context as otel_context
-from opentelemetry import trace
+from opentelemetry import propagate, trace
 from opentelemetry.trace import Status, StatusCode
 
 from mlops import telemetry
@@ -222,48 +222,74 @@ class _InstrumentingServer:
         return getattr(self._server, name)
 
 
-class _ClientMetadata:
-    """Sends the trace context, and the platform's service token (``MLOPS_SERVICE_TOKEN``) when set."""
+class _TracedMultiCallable:
+    """A channel's callable for one method that sends the trace context under a CLIENT span (which ends when
+    the call does) and the platform's service token (``MLOPS_SERVICE_TOKEN``) when set.
 
-    def __init__(self) -> None:
+    Not a grpc.aio client interceptor on purpose: an intercepted call runs the interceptor chain in tasks of
+    its own, which measured ~45 us more client CPU per call here than the plain call this wraps."""
+
+    def __init__(self, inner: Any, method: str | bytes, token: str | None) -> None:
+        self._inner = inner
+        self._name = (method.decode() if isinstance(method, bytes) else method).lstrip("/")
+        rpc_service, _, rpc_method = self._name.partition("/")
+        self._attributes = {"rpc.system": "grpc", "rpc.service": rpc_service, "rpc.method": rpc_method}
+        self._auth = (("authorization", f"Bearer {token}"),) if token else ()
+
+    def __call__(self, request: Any, *, timeout: float | None = None, metadata: Any = None,
+                 credentials: Any = None, wait_for_ready: bool | None = None, compression: Any = None) -> Any:
+        sent = tuple(metadata) if metadata else ()
+        span = None
+        # A span only when someone reads it or there is a trace to continue.
+        if telemetry.exporting() or trace.get_current_span().get_span_context().is_valid:
+            span = telemetry.tracer().start_span(self._name, kind=trace.SpanKind.CLIENT, attributes=self._attributes)
+            carrier: dict[str, str] = {}
+            propagate.inject(carrier, context=trace.set_span_in_context(span))
+            sent = (*sent, *carrier.items())
+        if self._auth and not any(k == "authorization" for k, _ in sent):
+            sent = (*sent, *self._auth)
+        try:
+            call = self._inner(request, timeout=timeout, metadata=sent or None, credentials=credentials,
+                               wait_for_ready=wait_for_ready, compression=compression)
+        except BaseException:
+            if span is not None:
+                span.end()
+            raise
+        if span is not None:
+            call.add_done_callback(lambda _call: span.end())
+        return call
+
+
+class _TracingChannel:
+    """A ``grpc.aio.Channel`` whose method callables are :class:`_TracedMultiCallable`; everything else is the
+    channel's own."""
+
+    def __init__(self, inner: grpc.aio.Channel) -> None:
+        self._inner = inner
         self._token = os.environ.get("MLOPS_SERVICE_TOKEN")
 
-    async def _inject(self, continuation, client_call_details, request):  # type: ignore[no-untyped-def]
-        method = client_call_details.method
-        method = method.decode() if isinstance(method, bytes) else method
-        rpc_service, _, rpc_method = method.lstrip("/").partition("/")
-        # The CLIENT span covers sending the call; the server continues from it.
-        with telemetry.tracer().start_as_current_span(
-            method.lstrip("/"),
-            kind=trace.SpanKind.CLIENT,
-            attributes={"rpc.system": "grpc", "rpc.service": rpc_service, "rpc.method": rpc_method},
-        ):
-            metadata = list(client_call_details.metadata or [])
-            metadata.extend((k, v.decode()) for k, v in telemetry.inject_headers())
-            if self._token and not any(k == "authorization" for k, _ in metadata):
-                metadata.append(("authorization", f"Bearer {self._token}"))
-            details = grpc.aio.ClientCallDetails(
-                client_call_details.method,
-                client_call_details.timeout,
-                metadata,
-                client_call_details.credentials,
-                client_call_details.wait_for_ready,
-            )
-            return await continuation(details, request)
+    def unary_unary(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        return _TracedMultiCallable(self._inner.unary_unary(method, *args, **kwargs), method, self._token)
 
+    def unary_stream(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        return _TracedMultiCallable(self._inner.unary_stream(method, *args, **kwargs), method, self._token)
 
-# grpc.aio files an interceptor under the first kind it matches only, so each kind gets its own class.
-class _UnaryUnaryMetadata(_ClientMetadata, grpc.aio.UnaryUnaryClientInterceptor):
-    async def intercept_unary_unary(self, continuation, client_call_details, request):  # type: ignore[no-untyped-def]
-        return await self._inject(continuation, client_call_details, request)
+    def stream_unary(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        return _TracedMultiCallable(self._inner.stream_unary(method, *args, **kwargs), method, self._token)
 
+    def stream_stream(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        return _TracedMultiCallable(self._inner.stream_stream(method, *args, **kwargs), method, self._token)
 
-class _UnaryStreamMetadata(_ClientMetadata, grpc.aio.UnaryStreamClientInterceptor):
-    async def intercept_unary_stream(self, continuation, client_call_details, request):  # type: ignore[no-untyped-def]
-        return await self._inject(continuation, client_call_details, request)
+    async def __aenter__(self) -> _TracingChannel:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._inner.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
 
 
 def channel(address: str) -> grpc.aio.Channel:
-    """An insecure channel to a platform service that carries the trace context."""
-    interceptors = [_UnaryUnaryMetadata(), _UnaryStreamMetadata()]
-    return grpc.aio.insecure_channel(address, options=server_options(), interceptors=interceptors)
+    """An insecure channel to a platform service that carries the trace context and the service token."""
+    return _TracingChannel(grpc.aio.insecure_channel(address, options=server_options()))  # type: ignore[return-value]

@@ -201,7 +201,9 @@ async def test_concept_drift_in_outcomes_closes_its_part_of_the_loop(stack: Stac
         prediction = events_pb2.Prediction(prediction_id=pid, endpoint="ep", variant="a", model=model,
                                            version=version, features={"x": p}, outputs=[1 - p, p])
         prediction.time.GetCurrentTime()
-        preds.append((pid, prediction, f"prediction:{pid}"))
+        # Keyed as the router keys them (model:version): one partition, so feedback joins them in order
+        # (keyed by id, a lagging partition let an early outcome join after later ones under load).
+        preds.append((f"{model}:{version}", prediction, f"prediction:{pid}"))
         agree = rng.random() < (0.92 if i < change else 0.35)  # the label function changes at `change`
         predicted = 1 if p >= 0.5 else 0
         outcomes.append({"prediction_id": pid, "label": predicted if agree else 1 - predicted})
