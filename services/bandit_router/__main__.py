@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
-import grpc
-
 from mlops import grpc_util
 from mlops.bus import topics
 from mlops.service import Service, run_main
@@ -23,16 +19,12 @@ async def main() -> None:
     settings = PlatformSettings()
     config = RouterSettings()
     service = Service(settings, service_settings("bandit-router"))
-    channels = {peer: grpc_util.channel(peer_address(peer)) for peer in ("registry", "feature")}
-    # Inference is called on every prediction: a plain channel, the caller sends trace context and token.
-    channels["inference"] = grpc.aio.insecure_channel(peer_address("inference"), options=grpc_util.server_options())
+    channels = {peer: grpc_util.channel(peer_address(peer)) for peer in ("registry", "feature", "inference")}
     router = Router(
         store=RouterStore(service.redis, settings.dedup_ttl_s),
         registry=RegistryLookup(channels["registry"], config.alias_cache_ttl_s, config.registry_timeout_s),
         features=FeatureLookup(channels["feature"], config.feature_timeout_s),
-        inference=InferenceCaller(
-            channels["inference"], config.inference_timeout_s, os.environ.get("MLOPS_SERVICE_TOKEN") or None
-        ),
+        inference=InferenceCaller(channels["inference"], config.inference_timeout_s),
         producer=service.producer,
         settings=config,
     )

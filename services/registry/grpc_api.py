@@ -1,6 +1,6 @@
 """gRPC adapter: ``mlops.v1.RegistryService`` over :class:`~services.registry.core.Registry`.
 
-Errors from core are mapped by the shared interceptor for unary calls; ``GetArtifact`` streams, so it
+Errors from core are mapped by the shared gRPC instrumentation for unary calls; ``GetArtifact`` streams, so it
 maps them itself (the artifact is verified before the first chunk goes out).
 
 A registration binds its version to a run started earlier over REST (``POST /v1/runs``) when its run
