@@ -1,15 +1,16 @@
 """The guard every service runs in front of its REST and gRPC methods: who is calling (bearer token),
-may they (role -> permission), not too often (per-token rate limit in Redis); and the principal of the
+may they (role -> permission), not too often (per-token rate limit, counted in Redis across replicas:
+:mod:`mlops.auth.ratelimit`); and the principal of the
 current request, for the audit trail."""
 
 from __future__ import annotations
 
-import time
 from contextvars import ContextVar
 
 from redis.asyncio import Redis
 
 from mlops.auth.policy import allowed
+from mlops.auth.ratelimit import RateLimiter
 from mlops.auth.tokens import Principal, TokenStore
 from mlops.errors import PermissionDenied, RateLimited, Unauthenticated
 from mlops.settings import PlatformSettings
@@ -29,8 +30,8 @@ def bearer(value: str | None) -> str | None:
 class Guard:
     def __init__(self, settings: PlatformSettings, redis: Redis) -> None:
         self._store = TokenStore(settings.auth_tokens_file) if settings.auth_tokens_file else None
-        self._redis = redis
         self._rate = settings.rate_limit_per_s
+        self._limiter = RateLimiter(redis, self._rate) if self._rate > 0 else None
 
     @property
     def enabled(self) -> bool:
@@ -49,16 +50,7 @@ class Guard:
             raise Unauthenticated("the token is unknown or revoked")
         if not allowed(principal.role, permission):
             raise PermissionDenied(f"role {principal.role!r} may not {permission}; ask an admin for a stronger role")
-        if self._rate > 0:
-            await self._limit(principal)
+        if self._limiter is not None and not self._limiter.admit(principal.token_id):
+            raise RateLimited(f"more than {self._rate} requests per second for token {principal.token_id}")
         current_principal.set(principal)
         return principal
-
-    async def _limit(self, principal: Principal) -> None:
-        key = f"mlops:rate:{principal.token_id}:{int(time.time())}"
-        pipe = self._redis.pipeline(transaction=False)
-        pipe.incr(key)
-        pipe.expire(key, 2)
-        count, _ = await pipe.execute()
-        if int(count) > self._rate:
-            raise RateLimited(f"more than {self._rate} requests per second for token {principal.token_id}")
