@@ -100,7 +100,6 @@ async def test_feedback_moves_the_shared_bandit_and_the_winner_is_promoted(stack
         rng = random.Random(5)
         served: dict[str, int] = {}
         by_router = [0, 0]
-        saw_rewards = None
         for round_ in range(30):
             batch = []
             for i in range(10):
@@ -118,8 +117,6 @@ async def test_feedback_moves_the_shared_bandit_and_the_winner_is_promoted(stack
             state = (await http.get(f"{first}/v1/endpoints/{endpoint}")).json()
             if state["status"] == "promoted":
                 break
-            if all(v["rewards"] > 0 for v in state["variants"]) and saw_rewards is None:
-                saw_rewards = state  # the feedback reached the routers and moved the posterior
             await asyncio.sleep(0.5)
 
         async def promoted() -> Any:
@@ -127,11 +124,13 @@ async def test_feedback_moves_the_shared_bandit_and_the_winner_is_promoted(stack
             return s["status"] == "promoted" and s
 
         final = await _poll("the promotion", promoted)
-        assert saw_rewards is not None, "no rewards reached the router before the promotion"
         assert by_router[0] > 0 and by_router[1] > 0 and served.get("primary", 0) >= 15
         event = final["events"][-1]
         assert event["kind"] == "promoted" and (event["details"]["model"], event["details"]["version"]) == (
             model, v2.version)
+        # The promotion is decided from the rewards the routers received: the per-arm counts and means in
+        # its record show the feedback reached them and moved the posterior. (Polling for an in-between
+        # state with rewards on every arm raced the promotion when rewards arrived in one burst under load.)
         arms = event["details"]["arms"]
         assert arms["primary"]["rewards"] >= 15 and arms[f"v{v2.version}"]["rewards"] >= 15
         assert arms[f"v{v2.version}"]["mean"] > arms["primary"]["mean"]
