@@ -82,7 +82,7 @@ def _sized(ids: list[str]) -> str:
 
 
 class Publisher(Protocol):
-    """What publishes validated events: ``mlops.bus.producer.Producer`` or ``publish.BatchPublisher``."""
+    """What publishes validated events: ``mlops.bus.producer.Producer`` (a stand-in in unit tests)."""
 
     async def send_many(self, topic: str, items: list[tuple[str | None, Message, str]]) -> None: ...
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from contextlib import AbstractContextManager
+from typing import Any
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.partitioner import DefaultPartitioner
 from google.protobuf.message import Message
 from opentelemetry import trace
 
@@ -15,6 +18,9 @@ from mlops.bus.envelope import PROTOBUF, build_headers, new_event_id
 from mlops.settings import PlatformSettings
 
 log = logging.getLogger(__name__)
+
+#: keys whose partition a producer remembers (entities repeat; the cache is emptied when it is full)
+MAX_CACHED_KEYS = 100_000
 
 
 def _producer_span(topic: str, message_id: str) -> AbstractContextManager[trace.Span]:
@@ -44,6 +50,9 @@ class Producer:
             linger_ms=settings.kafka_linger_ms,
             max_request_size=16 * 1024 * 1024,
         )
+        self._partitioner = DefaultPartitioner()
+        self._partition_of: dict[tuple[str, bytes], int] = {}
+        self._partitions: dict[str, list[int]] = {}
         self.started = False
 
     async def start(self) -> None:
@@ -80,21 +89,54 @@ class Producer:
         telemetry.RECORDS_PRODUCED.labels(telemetry.service_name(), topic).inc()
         return event_id
 
+    async def _partition_list(self, topic: str) -> list[int]:
+        # as the producer's own partitioning lists them (a metadata refresh may add partitions)
+        partitions = list(await self._producer.partitions_for(topic))
+        if partitions != self._partitions.get(topic):
+            self._partitions[topic] = partitions
+            self._partition_of.clear()
+        return partitions
+
     async def send_many(self, topic: str, items: list[tuple[str | None, Message, str]]) -> None:
-        """Produce many ``(key, message, event_id)`` at once, then wait for every ack (batched on the wire)."""
+        """Produce many ``(key, message, event_id)`` at once, then wait for every ack.
+
+        Keyed records go into one record batch per partition, filled in place (aiokafka's ``create_batch``
+        / ``send_batch``), in the partition the default partitioner picks (one key's records stay in
+        order on one partition), each key's partition computed once. A ``send`` per record cost ingest
+        about a third of its CPU per event (a future, a metadata wait, a pure-Python murmur2 of the key,
+        a batch lookup, each time); here a record costs one append."""
         full = topics.name(topic, self._settings)
         with _producer_span(full, f"batch of {len(items)}"):
             trace_headers = telemetry.inject_headers()
-            futures = []
+            partitions = await self._partition_list(full)
+            cache = self._partition_of
+            if len(cache) > MAX_CACHED_KEYS:
+                cache.clear()
+            builders: dict[int, Any] = {}  # aiokafka's BatchBuilder per partition
+            acks: list[asyncio.Future[Any]] = []
             for key, message, event_id in items:
-                futures.append(
-                    await self._producer.send(
-                        full,
-                        value=message.SerializeToString(),
-                        key=key.encode() if key else None,
-                        headers=build_headers(event_id, trace_headers),
-                    )
-                )
-            for fut in futures:
-                await fut
+                key_bytes = key.encode() if key else None
+                value = message.SerializeToString()
+                headers = build_headers(event_id, trace_headers)
+                if key_bytes is None:  # unkeyed: the producer picks the partition, as it would
+                    acks.append(await self._producer.send(full, value=value, headers=headers))
+                    continue
+                partition = cache.get((full, key_bytes))
+                if partition is None:
+                    partition = cache[(full, key_bytes)] = self._partitioner(key_bytes, partitions, partitions)
+                builder = builders.get(partition)
+                if builder is None:
+                    builder = builders[partition] = self._producer.create_batch()
+                if builder.append(key=key_bytes, value=value, timestamp=None, headers=headers) is None:
+                    # full: hand it over (order within the partition is kept) and start the next one
+                    acks.append(await self._producer.send_batch(builder, full, partition=partition))
+                    builder = builders[partition] = self._producer.create_batch()
+                    if builder.append(key=key_bytes, value=value, timestamp=None, headers=headers) is None:
+                        # larger than a whole batch: on its own, as the producer sends large records
+                        del builders[partition]
+                        acks.append(await self._producer.send(full, value=value, key=key_bytes,
+                                                              partition=partition, headers=headers))
+            for partition, builder in builders.items():
+                acks.append(await self._producer.send_batch(builder, full, partition=partition))
+            await asyncio.gather(*acks)
         telemetry.RECORDS_PRODUCED.labels(telemetry.service_name(), topic).inc(len(items))
