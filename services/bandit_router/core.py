@@ -24,8 +24,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from google.protobuf import timestamp_pb2
-
 from mlops.bus import topics
 from mlops.bus.producer import Producer
 from mlops.errors import Conflict, InvalidArgument, NotFound
@@ -41,6 +39,7 @@ from services.bandit_router.clients import (
 )
 from services.bandit_router.outbox import Outbox
 from services.bandit_router.policies import Arms, LinUCBPolicy, Policy
+from services.bandit_router.records import prediction_record
 from services.bandit_router.settings import RouterSettings
 from services.bandit_router.shadow import Mirror
 from services.bandit_router.spec import EndpointSpec, VariantSpec
@@ -348,7 +347,7 @@ class Router:
         serve_ms = (now - served_at) * 1000.0
         latency_ms = (now - start) * 1000.0
 
-        record = self._prediction(prediction_id, endpoint, variant, signature, row, outputs, unit_id, entity_id)
+        record = prediction_record(prediction_id, endpoint, variant.name, signature, row, outputs, unit_id, entity_id)
         record.latency_ms = latency_ms
         metrics.decisions(endpoint, variant.name).inc()
         if policy.uses_stats:
@@ -425,31 +424,6 @@ class Router:
         if hit is not None and variant in hit.names:
             i = hit.names.index(variant)
             hit.stats[i] = replace(hit.stats[i], decisions=hit.stats[i].decisions + 1)
-
-    @staticmethod
-    def _prediction(
-        prediction_id: str,
-        endpoint: str,
-        variant: VariantSpec,
-        signature: Signature,
-        row: list[float],
-        outputs: list[float],
-        unit_id: str | None,
-        entity_id: str | None,
-    ) -> events_pb2.Prediction:
-        ns = time.time_ns()
-        return events_pb2.Prediction(
-            prediction_id=prediction_id,
-            endpoint=endpoint,
-            variant=variant.name,
-            model=signature.model,
-            version=signature.version,
-            entity_id=entity_id or "",
-            unit_id=unit_id or "",
-            features=dict(zip(signature.features, row, strict=True)),
-            outputs=outputs,
-            time=timestamp_pb2.Timestamp(seconds=ns // 1_000_000_000, nanos=ns % 1_000_000_000),
-        )
 
     def _spawn(self, coro: Awaitable[None]) -> None:
         task = asyncio.ensure_future(coro)

@@ -16,12 +16,11 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from google.protobuf import timestamp_pb2
-
 from mlops.v1 import events_pb2
 from services.bandit_router import metrics
 from services.bandit_router.clients import Signature
 from services.bandit_router.policies import Policy, unit_point
+from services.bandit_router.records import prediction_record
 from services.bandit_router.spec import EndpointSpec, VariantSpec
 from services.bandit_router.store import RouterStore
 
@@ -97,22 +96,9 @@ class Mirror:
             log.debug("shadow %s of %s failed: %r", variant.name, endpoint, exc)
             await self._quietly(self._store.record_errors(endpoint, [variant.name], shadow=True))
             return
-        now = timestamp_pb2.Timestamp()
-        now.GetCurrentTime()
-        record = events_pb2.Prediction(
-            prediction_id=f"{prediction_id}.{variant.name}",
-            endpoint=endpoint,
-            variant=variant.name,
-            model=signature.model,
-            version=signature.version,
-            entity_id=entity_id or "",
-            unit_id=unit_id or "",
-            features=dict(zip(signature.features, row, strict=True)),
-            outputs=outputs,
-            time=now,
-            shadow=True,
-            latency_ms=(time.perf_counter() - start) * 1000.0,
-        )
+        record = prediction_record(f"{prediction_id}.{variant.name}", endpoint, variant.name, signature, row,
+                                   outputs, unit_id, entity_id, shadow=True,
+                                   latency_ms=(time.perf_counter() - start) * 1000.0)
         metrics.SHADOWS.labels(endpoint, variant.name, "ok").inc()
         await self._quietly(self._store.record_shadow(endpoint, variant.name))
         await self._quietly(self._publish(record))

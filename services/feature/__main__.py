@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import gc
-
 from mlops.bus import topics
 from mlops.bus.batch_consumer import BatchConsumer
-from mlops.service import Service, run_main
+from mlops.service import Service, collect_young_objects_rarely, run_main
 from mlops.settings import PlatformSettings, service_settings
 from mlops.v1 import feature_pb2_grpc
 from services.feature import consumers, grpc_api, http
@@ -44,13 +42,7 @@ async def main() -> None:
                              max_records=own.batch_records)
     service.add_task(consumer.run)
     service.on_stop(consumer.stop)
-    # Everything built so far lives as long as the process: keep it out of the cyclic GC's full passes,
-    # which otherwise walk every module object (pauses that show up in read latency tails).
-    gc.freeze()
-    # A consumer batch keeps thousands of objects alive at once (records, events, messages, futures), which
-    # the default thresholds (a young collection every 700 allocations) walk and promote again and again
-    # although nearly all of them die together when the batch ends: collect young objects rarely.
-    gc.set_threshold(50_000, 20, 20)
+    collect_young_objects_rarely()
     await service.run()
 
 

@@ -41,6 +41,17 @@ window's worth) and ``m:`` is recomputed from the buckets left, so both hashes s
 _COMMON = r"""
 local floor, find, sub, fmt, match = math.floor, string.find, string.sub, string.format, string.match
 
+-- the parts of s between each sep (a plain string, not a pattern)
+local function split(s, sep)
+  local out, pos = {}, 1
+  while true do
+    local i = find(s, sep, pos, true)
+    if not i then out[#out + 1] = sub(s, pos); return out end
+    out[#out + 1] = sub(s, pos, i - 1)
+    pos = i + 1
+  end
+end
+
 local function number(x)
   if x ~= x or x == math.huge or x == -math.huge then return 'null' end
   if x == floor(x) and x > -1e15 and x < 1e15 then return fmt('%d', x) end
@@ -178,16 +189,6 @@ for i = 1, nplans do
     end
   end
   plans[i] = plan
-end
-
-local function split(s, sep)
-  local out, pos = {}, 1
-  while true do
-    local i = find(s, sep, pos, true)
-    if not i then out[#out + 1] = sub(s, pos); return out end
-    out[#out + 1] = sub(s, pos, i - 1)
-    pos = i + 1
-  end
 end
 
 local function hmget(key, fields, into)
@@ -423,16 +424,6 @@ end
 local function stale(view, updated)
   local t = ttl[view]
   return t and t > 0 and now - updated > t
-end
-
-local function split(s, sep)
-  local out, pos = {}, 1
-  while true do
-    local i = find(s, sep, pos, true)
-    if not i then out[#out + 1] = sub(s, pos); return out end
-    out[#out + 1] = sub(s, pos, i - 1)
-    pos = i + 1
-  end
 end
 
 -- what a main-hash field name means, worked out once per call (every entity has the same names):
