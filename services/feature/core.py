@@ -4,7 +4,7 @@ serves online reads and training sets. Knows nothing of HTTP, gRPC or Kafka."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from google.protobuf import struct_pb2
@@ -23,8 +23,6 @@ APPLIED = Counter("mlops_feature_events_total", "Validated events seen by the fe
                   ["store", "outcome"])
 
 
-META = frozenset(("entity_id", "event_time", "event_id"))
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def struct_to_dict(fields: struct_pb2.Struct) -> dict[str, Any]:
@@ -67,17 +65,13 @@ class FeatureCore:
         """Apply ``(event_id, event)`` pairs to the online store (each at most once) and buffer them as
         offline rows (written by :meth:`OfflineWriter.flush`; repeats are dropped when read)."""
         batch = []
-        add = self.offline.add
+        add = self.offline.add_event
         for event_id, ev in events:
             fields = struct_to_dict(ev.fields)
             entity, stream, ts = ev.entity_id, ev.stream, ev.event_time  # each read of a message field allocates
             seconds, nanos = ts.seconds, ts.nanos
             batch.append(OnlineEvent(event_id, entity, stream, seconds * 1000 + nanos // 1_000_000, fields))
-            row = {k: v for k, v in fields.items() if k not in META} if not META.isdisjoint(fields) else dict(fields)
-            row["entity_id"] = entity
-            row["event_time"] = _EPOCH + timedelta(seconds=seconds, microseconds=nanos // 1000)
-            row["event_id"] = event_id
-            add(stream, row)
+            add(stream, entity, seconds * 1_000_000 + nanos // 1000, event_id, fields)
         result = await self.online.apply(batch)
         # Quality counts every event delivered: rates, which a rare redelivery barely moves.
         await self.quality.observe(batch)

@@ -13,7 +13,7 @@ import json
 import time
 import uuid
 from collections import defaultdict
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -25,11 +25,15 @@ META_COLUMNS = ("entity_id", "event_time", "event_id")
 
 
 class OfflineWriter:
-    """Buffers rows and writes one Parquet file per (stream, date) on :meth:`flush`."""
+    """Buffers events and writes one Parquet file per (stream, date) on :meth:`flush`.
+
+    Events are kept as they come (event time in integer microseconds, fields as decoded) and turned into
+    columns only when written: a row dict and a datetime per event cost the feature service more than
+    the Parquet write itself."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        self._rows: list[tuple[str, dict[str, Any]]] = []
+        self._rows: list[_Buffered] = []
         self._since = 0.0
 
     @property
@@ -41,10 +45,21 @@ class OfflineWriter:
         """Seconds since the oldest buffered row came in (0 when none)."""
         return time.monotonic() - self._since if self._rows else 0.0
 
-    def add(self, stream: str, row: dict[str, Any]) -> None:
+    def add_event(self, stream: str, entity_id: str, time_us: int, event_id: str, fields: dict[str, Any]) -> None:
+        """Buffer one event: ``time_us`` its event time in microseconds since the epoch (UTC); ``fields``
+        are kept by reference (meta names among them are dropped when written)."""
         if not self._rows:
             self._since = time.monotonic()
-        self._rows.append((stream, row))
+        self._rows.append((stream, entity_id, time_us, event_id, fields))
+
+    def add(self, stream: str, row: dict[str, Any]) -> None:
+        """Buffer one row given as a dict with ``entity_id``, ``event_time`` (a datetime; naive means UTC)
+        and ``event_id`` besides its fields."""
+        when: datetime = row["event_time"]
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        fields = {k: v for k, v in row.items() if k not in META_COLUMNS}
+        self.add_event(stream, row["entity_id"], (when - _EPOCH) // _MICROSECOND, row["event_id"], fields)
 
     async def flush(self) -> int:
         """Write every buffered row (files appear atomically); returns how many rows were written."""
@@ -56,17 +71,26 @@ class OfflineWriter:
         self._rows = self._rows[len(rows):]
         return len(rows)
 
-    def _write(self, rows: list[tuple[str, dict[str, Any]]]) -> None:
-        groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
-        for stream, row in rows:
-            groups[(stream, row["event_time"].strftime("%Y-%m-%d"))].append(row)
+    def _write(self, rows: list[_Buffered]) -> None:
+        groups: dict[tuple[str, int], list[_Buffered]] = defaultdict(list)
+        for row in rows:
+            groups[(row[0], row[2] // _DAY_US)].append(row)
         for (stream, day), part in groups.items():
-            directory = self.root / stream / f"date={day}"
+            directory = self.root / stream / f"date={(_EPOCH_DATE + timedelta(days=day)).isoformat()}"
             directory.mkdir(parents=True, exist_ok=True)
             name = f"part-{uuid.uuid4().hex}.parquet"
             tmp = directory / f".{name}.tmp"
-            pq.write_table(table(part), tmp)
+            pq.write_table(_buffered_table(part), tmp)
             tmp.replace(directory / name)
+
+
+#: a buffered event: (stream, entity_id, event time us, event_id, fields)
+_Buffered = tuple[str, str, int, str, dict[str, Any]]
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_EPOCH_DATE = _EPOCH.date()
+_MICROSECOND = timedelta(microseconds=1)
+_DAY_US = 86_400_000_000
+_EVENT_TIME = pa.timestamp("us", tz="UTC")
 
 
 def _column(values: list[Any]) -> pa.Array:
@@ -75,6 +99,24 @@ def _column(values: list[Any]) -> pa.Array:
     except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, OverflowError):
         # A field whose type changed between schema versions within one file: keep every value, as JSON.
         return pa.array([None if v is None else json.dumps(v, default=str) for v in values], pa.string())
+
+
+def _buffered_table(rows: list[_Buffered]) -> pa.Table:
+    """Buffered events as a table: the meta columns, then a column for every field any event has."""
+    fields = [row[4] for row in rows]
+    columns: dict[str, pa.Array] = {
+        "entity_id": pa.array([row[1] for row in rows], pa.string()),
+        "event_time": pa.array([row[2] for row in rows], pa.int64()).cast(_EVENT_TIME),
+        "event_id": pa.array([row[3] for row in rows], pa.string()),
+    }
+    names: dict[str, None] = {}
+    for f in fields:
+        if f.keys() - names.keys():
+            names.update(dict.fromkeys(f))
+    for name in names:
+        if name not in columns:
+            columns[name] = _column([f.get(name) for f in fields])
+    return pa.table(columns)
 
 
 def table(rows: list[dict[str, Any]]) -> pa.Table:

@@ -176,32 +176,31 @@ local key_ttl = tonumber(ARGV[5])
 local nplans = tonumber(ARGV[6])
 local plans = {}
 for i = 1, nplans do
-  -- field names that do not depend on the event, made once per call rather than once per event
-  local plan = cjson.decode(ARGV[6 + i])
-  for _, view in ipairs(plan) do
+  -- what does not depend on the event is made once per call: field names, and the main-hash fields
+  -- every event of the plan reads (``want``, one HMGET; each view, aggregation and group knows its
+  -- position in the reply)
+  local views = cjson.decode(ARGV[6 + i])
+  local want, windows = {'__event_time'}, false
+  for _, view in ipairs(views) do
     view.wmf = '__wm:' .. view.v
     view.pp = 'p:' .. view.v .. ':'
     view.pf = {}  -- field name -> its pass-through hash field, made on first use
-    for _, agg in ipairs(view.a) do agg.af = 'a:' .. agg.n end
+    want[#want + 1] = view.wmf
+    view.wi = #want
+    for _, agg in ipairs(view.a) do
+      agg.af = 'a:' .. agg.n
+      want[#want + 1] = agg.af
+      agg.i = #want
+    end
     for _, g in ipairs(view.g) do
       g.mf = 'm:' .. view.v .. ':' .. g.id
       g.pfx = view.v .. ':' .. g.id .. ':'
+      want[#want + 1] = g.mf
+      g.i = #want
+      windows = true
     end
   end
-  plans[i] = plan
-end
-
-local function hmget(key, fields, into)
-  if #fields == 0 then return end
-  local got = redis.call('HMGET', key, unpack(fields))
-  for i, f in ipairs(fields) do into[f] = got[i] end
-end
-
-local function hset(key, map)
-  local flat = {}
-  for f, v in pairs(map) do flat[#flat + 1] = f; flat[#flat + 1] = v end
-  if #flat > 0 then redis.call('HSET', key, unpack(flat)) end
-  return #flat > 0
+  plans[i] = {views = views, want = want, windows = windows}
 end
 
 local function pfield(view, name)
@@ -224,6 +223,97 @@ local function step_group(g, parts, vs, t)
   return out
 end
 
+-- a group's window state after one event, into the main hash's ``set`` and the window hash's
+-- ``wset``/``wdel`` (cur: the main-hash reply; wm_new: the view's watermark after the event)
+local function windows_of(view, wk, cur, fv, t, wm_new, is_late, set, wset, wdel)
+  local wwant, jobs = {}, {}
+  for _, g in ipairs(view.g) do
+    local cnew = floor(wm_new / g.s)
+    local m = cur[g.i]
+    local mparts, cold = nil, nil
+    if m then
+      mparts = split(m, '\29')
+      cold = tonumber(mparts[1])
+    end
+    local vs, any = {}, false
+    for i, agg in ipairs(g.a) do
+      local v = '1'
+      if agg.x then v = fv[agg.x] end
+      vs[i] = v
+      if v then any = true end
+    end
+    local job = {g = g, cnew = cnew, vs = vs, mparts = mparts, advance = (cold == nil or cnew ~= cold)}
+    local b = floor(t / g.s)
+    local counts = any and (not is_late) and b > cnew - g.b
+    if g.b == 1 then
+      -- a window of one bucket (tumbling) is its m: field alone: no bucket in the window hash
+      job.single, job.counts = true, counts
+    elseif counts then
+      job.bf = g.pfx .. b  -- integral floats print as integers below 1e14
+      wwant[#wwant + 1] = job.bf
+    end
+    if job.advance and not job.single then
+      local bnames = {}
+      for k = cnew - g.b + 1, cnew do
+        local bf = g.pfx .. k
+        bnames[#bnames + 1] = bf
+        wwant[#wwant + 1] = bf
+      end
+      job.bnames = bnames
+      if cold then
+        for k = cold - g.b + 1, math.min(cnew - g.b, cold) do wdel[#wdel + 1] = g.pfx .. k end
+      end
+    end
+    jobs[#jobs + 1] = job
+  end
+
+  local wcur = {}
+  if #wwant > 0 then
+    local got = redis.call('HMGET', wk, unpack(wwant))
+    for i, f in ipairs(wwant) do wcur[f] = got[i] end
+  end
+  for _, job in ipairs(jobs) do
+    local g = job.g
+    if job.bf then
+      local old = wcur[job.bf]
+      local bparts = step_group(g, old and split(old, '\29') or nil, job.vs, t)
+      local payload = table.concat(bparts, '\29')
+      if wset[job.bf] == nil then wset[#wset + 1] = job.bf end
+      wset[job.bf] = payload
+      wcur[job.bf] = payload
+    end
+    local mparts
+    if job.single then
+      if job.advance then
+        mparts = step_group(g, nil, job.counts and job.vs or {}, t)
+      elseif job.counts then
+        local old = {}
+        for i = 2, #job.mparts do old[i - 1] = job.mparts[i] end
+        mparts = step_group(g, old, job.vs, t)
+      end
+    elseif job.advance then
+      local per = {}
+      for i = 1, #g.a do per[i] = {} end
+      for _, bf in ipairs(job.bnames) do
+        local bv = wcur[bf]
+        if bv then
+          for i, p in ipairs(split(bv, '\29')) do per[i][#per[i] + 1] = p end
+        end
+      end
+      mparts = {}
+      for i, agg in ipairs(g.a) do mparts[i] = combine(agg.f, per[i]) end
+    elseif job.bf then
+      local old = {}
+      for i = 2, #job.mparts do old[i - 1] = job.mparts[i] end
+      mparts = step_group(g, old, job.vs, t)
+    end
+    if mparts then
+      set[#set + 1] = g.mf
+      set[#set + 1] = job.cnew .. '\29' .. table.concat(mparts, '\29')
+    end
+  end
+end
+
 local blob = ARGV[7 + nplans]
 local pos = 1
 
@@ -239,55 +329,68 @@ local applied, dupes, late = 0, 0, 0
 while pos <= #blob do
   local event_id = sized()
   local entity = sized()
-  local stop = find(blob, '\28', pos, true)
-  local body = sub(blob, pos, stop - 1)
+  local at, stop = pos, find(blob, '\28', pos, true)
   pos = stop + 1
-  local ek, wk = main_prefix .. entity, window_prefix .. entity
   if not redis.call('SET', marker_prefix .. event_id, '1', 'NX', 'EX', marker_ttl) then
     dupes = dupes + 1
   else
     applied = applied + 1
-    local parts = split(body, '\30')
-    local plan = plans[tonumber(parts[1])]
-    local tstr = parts[2]
+    -- plan index, event time, then (field name, JSON value) pairs, read in place
+    local a = find(blob, '\30', at, true)
+    local plan = plans[tonumber(sub(blob, at, a - 1))]
+    local b = find(blob, '\30', a + 1, true)
+    if not b or b > stop then b = stop end
+    local tstr = sub(blob, a + 1, b - 1)
     local t = tonumber(tstr)
     local fv, names = {}, {}
-    for i = 3, #parts - 1, 2 do
-      fv[parts[i]] = parts[i + 1]
-      names[#names + 1] = parts[i]
+    while b < stop do
+      local c = find(blob, '\30', b + 1, true)
+      local d = find(blob, '\30', c + 1, true)
+      if not d or d > stop then d = stop end
+      local name = sub(blob, b + 1, c - 1)
+      fv[name] = sub(blob, c + 1, d - 1)
+      names[#names + 1] = name
+      b = d
     end
+    local ek = main_prefix .. entity
+    local views = plan.views
 
-    -- 1. the main-hash fields this event reads, in one HMGET; pass-through fields only for a view the
+    -- 1. the main-hash fields every event reads, in one HMGET; pass-through fields only for a view the
     -- event is older than (a second HMGET): each one's stored time is at most the view's watermark, so an
     -- event at or after the watermark replaces them all without looking (the common, in-order case)
-    local want = {'__event_time'}
-    for _, view in ipairs(plan) do
-      want[#want + 1] = view.wmf
-      for _, agg in ipairs(view.a) do want[#want + 1] = agg.af end
-      for _, g in ipairs(view.g) do want[#want + 1] = g.mf end
-    end
-    local cur = {}
-    hmget(ek, want, cur)
-    local pwant = {}
-    for _, view in ipairs(plan) do
-      local wm = cur[view.wmf]
+    local cur = redis.call('HMGET', ek, unpack(plan.want))
+    local older
+    for _, view in ipairs(views) do
+      local wm = cur[view.wi]
       if wm and t < tonumber(wm) then
         local pnames = view.p
         if pnames == '*' then pnames = names end
+        older = older or {}
         for _, name in ipairs(pnames) do
-          if fv[name] then pwant[#pwant + 1] = pfield(view, name) end
+          if fv[name] then older[#older + 1] = pfield(view, name) end
         end
       end
     end
-    hmget(ek, pwant, cur)
+    local stored = {}
+    if older and #older > 0 then
+      local got = redis.call('HMGET', ek, unpack(older))
+      for i, f in ipairs(older) do stored[f] = got[i] end
+    end
 
-    -- 2. watermarks, pass-through fields, whole-history aggregations; which buckets to read
-    local set, wset, wdel, wwant, jobs = {}, {}, {}, {}, {}
+    -- 2. watermarks, pass-through fields, aggregations, as (field, value) pairs for one HSET
+    local set = {}
+    local wk, wset, wdel
+    if plan.windows then wk, wset, wdel = window_prefix .. entity, {}, {} end
     local was_late = false
-    for _, view in ipairs(plan) do
-      local wm_old = cur[view.wmf] and tonumber(cur[view.wmf]) or nil
+    for _, view in ipairs(views) do
+      local wm_old = cur[view.wi] and tonumber(cur[view.wi]) or nil
       local wm_new = t
-      if wm_old and wm_old > t then wm_new = wm_old else set[view.wmf] = tstr end
+      if wm_old and wm_old > t then
+        wm_new = wm_old
+      else
+        set[#set + 1] = view.wmf
+        set[#set + 1] = tstr
+      end
       local is_late = wm_old ~= nil and t < wm_old - view.l
       if is_late then was_late = true end
       local pnames = view.p
@@ -297,107 +400,43 @@ while pos <= #blob do
         local v = fv[name]
         if v then
           local f = pfield(view, name)
-          local c = (not newest) and cur[f]
-          if (not c) or t >= tonumber(sub(c, 1, find(c, '|', 1, true) - 1)) then set[f] = tstr .. '|' .. v end
+          local c = (not newest) and stored[f]
+          if (not c) or t >= tonumber(sub(c, 1, find(c, '|', 1, true) - 1)) then
+            set[#set + 1] = f
+            set[#set + 1] = tstr .. '|' .. v
+          end
         end
       end
       for _, agg in ipairs(view.a) do
         local v = '1'
         if agg.x then v = fv[agg.x] end
-        if v then set[agg.af] = step(agg.f, cur[agg.af], v, tonumber(v), t) end
+        if v then
+          set[#set + 1] = agg.af
+          set[#set + 1] = step(agg.f, cur[agg.i], v, tonumber(v), t)
+        end
       end
-      for _, g in ipairs(view.g) do
-        local cnew = floor(wm_new / g.s)
-        local m = cur[g.mf]
-        local mparts, cold = nil, nil
-        if m then
-          mparts = split(m, '\29')
-          cold = tonumber(mparts[1])
-        end
-        local vs, any = {}, false
-        for i, agg in ipairs(g.a) do
-          local v = '1'
-          if agg.x then v = fv[agg.x] end
-          vs[i] = v
-          if v then any = true end
-        end
-        local job = {g = g, cnew = cnew, vs = vs, mparts = mparts, advance = (cold == nil or cnew ~= cold)}
-        local b = floor(t / g.s)
-        local counts = any and (not is_late) and b > cnew - g.b
-        if g.b == 1 then
-          -- a window of one bucket (tumbling) is its m: field alone: no bucket in the window hash
-          job.single, job.counts = true, counts
-        elseif counts then
-          job.bf = g.pfx .. b  -- integral floats print as integers below 1e14
-          wwant[#wwant + 1] = job.bf
-        end
-        if job.advance and not job.single then
-          local bnames = {}
-          for k = cnew - g.b + 1, cnew do
-            local bf = g.pfx .. k
-            bnames[#bnames + 1] = bf
-            wwant[#wwant + 1] = bf
-          end
-          job.bnames = bnames
-          if cold then
-            for k = cold - g.b + 1, math.min(cnew - g.b, cold) do wdel[#wdel + 1] = g.pfx .. k end
-          end
-        end
-        jobs[#jobs + 1] = job
-      end
+      if #view.g > 0 then windows_of(view, wk, cur, fv, t, wm_new, is_late, set, wset, wdel) end
     end
 
-    -- 3. window buckets, and each group's whole window at the (new) watermark
-    local wcur = {}
-    hmget(wk, wwant, wcur)
-    for _, job in ipairs(jobs) do
-      local g = job.g
-      if job.bf then
-        local old = wcur[job.bf]
-        local bparts = step_group(g, old and split(old, '\29') or nil, job.vs, t)
-        wset[job.bf] = table.concat(bparts, '\29')
-        wcur[job.bf] = wset[job.bf]
-      end
-      local mparts
-      if job.single then
-        if job.advance then
-          mparts = step_group(g, nil, job.counts and job.vs or {}, t)
-        elseif job.counts then
-          local old = {}
-          for i = 2, #job.mparts do old[i - 1] = job.mparts[i] end
-          mparts = step_group(g, old, job.vs, t)
-        end
-      elseif job.advance then
-        local per = {}
-        for i = 1, #g.a do per[i] = {} end
-        for _, bf in ipairs(job.bnames) do
-          local bv = wcur[bf]
-          if bv then
-            for i, p in ipairs(split(bv, '\29')) do per[i][#per[i] + 1] = p end
-          end
-        end
-        mparts = {}
-        for i, agg in ipairs(g.a) do mparts[i] = combine(agg.f, per[i]) end
-      elseif job.bf then
-        local old = {}
-        for i = 2, #job.mparts do old[i - 1] = job.mparts[i] end
-        mparts = step_group(g, old, job.vs, t)
-      end
-      if mparts then set[g.mf] = job.cnew .. '\29' .. table.concat(mparts, '\29') end
+    local last = cur[1] and tonumber(cur[1]) or nil
+    if (not last) or t > last then
+      set[#set + 1] = '__event_time'
+      set[#set + 1] = tstr
     end
-
-    local last = cur['__event_time'] and tonumber(cur['__event_time']) or nil
-    if (not last) or t > last then set['__event_time'] = tstr end
     if was_late then
       late = late + 1
       redis.call('HINCRBY', ek, '__late', 1)
     end
-    hset(ek, set)
-    if #wdel > 0 then redis.call('HDEL', wk, unpack(wdel)) end
-    local windows = hset(wk, wset)
-    if key_ttl > 0 then
-      redis.call('EXPIRE', ek, key_ttl)
-      if windows then redis.call('EXPIRE', wk, key_ttl) end
+    if #set > 0 then redis.call('HSET', ek, unpack(set)) end
+    if key_ttl > 0 then redis.call('EXPIRE', ek, key_ttl) end
+    if wk then
+      if #wdel > 0 then redis.call('HDEL', wk, unpack(wdel)) end
+      if #wset > 0 then
+        local flat = {}
+        for _, f in ipairs(wset) do flat[#flat + 1] = f; flat[#flat + 1] = wset[f] end
+        redis.call('HSET', wk, unpack(flat))
+        if key_ttl > 0 then redis.call('EXPIRE', wk, key_ttl) end
+      end
     end
   end
 end
