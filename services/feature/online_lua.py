@@ -24,7 +24,9 @@ An entity's main hash (``mlops:feature:online:<entity>``), read whole on every r
 - ``a:<agg>``           a whole-history aggregation's payload
 - ``m:<view>:<group>``  a window group at the view's watermark: ``<bucket>`` then the whole window's payloads
 - ``__wm:<view>``       the view's watermark (the greatest event time it has seen for this entity);
-  ``__event_time`` the greatest of all; ``__late`` events too late for windows
+  ``__event_time`` the greatest of all; ``__late`` events too late for windows; ``__ttl``/``__wttl`` when
+  the TTL of the main/window hash was last renewed (in sixteenths of it: renewed once per sixteenth,
+  not on every event)
 
 Its window hash (``mlops:feature:window:<entity>``) holds the buckets, ``<view>:<group>:<bucket>`` -> the
 group's payloads, with bucket = floor(event time / step); a window of one bucket (tumbling) needs none:
@@ -174,6 +176,11 @@ local marker_prefix, main_prefix, window_prefix = ARGV[1], ARGV[2], ARGV[3]
 local marker_ttl = tonumber(ARGV[4])
 local key_ttl = tonumber(ARGV[5])
 local nplans = tonumber(ARGV[6])
+-- A hash's TTL is renewed when the clock has entered a new sixteenth of it since the last renewal (its
+-- stamp, ``__ttl``/``__wttl`` in the main hash, read with the fields every event reads), not on every
+-- event: an entity's keys live at least key_ttl after its last event, at most a sixteenth more.
+local period = math.max(1, floor(key_ttl / 16))
+local stamp = key_ttl > 0 and tostring(floor(tonumber(redis.call('TIME')[1]) / period)) or nil
 local plans = {}
 for i = 1, nplans do
   -- what does not depend on the event is made once per call: field names, and the main-hash fields
@@ -200,7 +207,9 @@ for i = 1, nplans do
       windows = true
     end
   end
-  plans[i] = {views = views, want = want, windows = windows}
+  want[#want + 1] = '__ttl'
+  want[#want + 1] = '__wttl'
+  plans[i] = {views = views, want = want, windows = windows, ti = #want - 1}
 end
 
 local function pfield(view, name)
@@ -427,17 +436,28 @@ while pos <= #blob do
       late = late + 1
       redis.call('HINCRBY', ek, '__late', 1)
     end
-    if #set > 0 then redis.call('HSET', ek, unpack(set)) end
-    if key_ttl > 0 then redis.call('EXPIRE', ek, key_ttl) end
+    local renew = stamp and cur[plan.ti] ~= stamp
+    local wrenew = false
     if wk then
       if #wdel > 0 then redis.call('HDEL', wk, unpack(wdel)) end
       if #wset > 0 then
         local flat = {}
         for _, f in ipairs(wset) do flat[#flat + 1] = f; flat[#flat + 1] = wset[f] end
         redis.call('HSET', wk, unpack(flat))
-        if key_ttl > 0 then redis.call('EXPIRE', wk, key_ttl) end
+        wrenew = stamp and cur[plan.ti + 1] ~= stamp
       end
     end
+    if renew then
+      set[#set + 1] = '__ttl'
+      set[#set + 1] = stamp
+    end
+    if wrenew then
+      set[#set + 1] = '__wttl'
+      set[#set + 1] = stamp
+    end
+    if #set > 0 then redis.call('HSET', ek, unpack(set)) end
+    if renew then redis.call('EXPIRE', ek, key_ttl + period) end
+    if wrenew then redis.call('EXPIRE', wk, key_ttl + period) end
   end
 end
 return {applied, dupes, late}
