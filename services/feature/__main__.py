@@ -39,7 +39,7 @@ async def main() -> None:
     consumer = BatchConsumer(settings, topics.EVENTS_VALIDATED, "feature",
                              consumers.on_validated(core, service.producer, own.offline_flush_s,
                                                     own.offline_flush_rows, own.offline_max_pending),
-                             max_records=own.batch_records)
+                             prepare=consumers.prepare_validated(core), max_records=own.batch_records)
     service.add_task(consumer.run)
     service.on_stop(consumer.stop)
     collect_young_objects_rarely()

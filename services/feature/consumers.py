@@ -9,12 +9,16 @@ Parquet write does not stop the online store: batches keep flowing, uncommitted,
 ``offline_max_pending`` rows wait; then the consumer stops and retries (lag alerts fire).
 
 A record that is not a ``ValidatedEvent`` goes to ``events.deadletter``.
+
+Two stages for the batch consumer: :func:`prepare_validated` decodes a batch and encodes its Redis calls
+(CPU) while the previous batch is applied by :func:`on_validated` (Redis round trips).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 
 from google.protobuf.message import DecodeError
 
@@ -23,11 +27,11 @@ from mlops.bus.envelope import Envelope
 from mlops.bus.producer import Producer
 from mlops.errors import Unavailable
 from mlops.v1 import events_pb2
-from services.feature.core import FeatureCore, decode
+from services.feature.core import FeatureCore, PreparedEvents, decode
 
 log = logging.getLogger(__name__)
 
-BatchHandler = Callable[[Sequence[Envelope], bool], Awaitable[bool]]
+BatchHandler = Callable[["ValidatedBatch", bool], Awaitable[bool]]
 
 
 def _decoded(envelopes: Sequence[Envelope]
@@ -41,13 +45,31 @@ def _decoded(envelopes: Sequence[Envelope]
     return good, bad
 
 
+@dataclass
+class ValidatedBatch:
+    """A batch of ``events.validated`` prepared: the events decoded and encoded for both stores (None
+    when there are none), and the records that are not ValidatedEvents, for the dead-letter topic."""
+
+    prepared: PreparedEvents | None
+    bad: list[tuple[Envelope, str]]
+
+
+def prepare_validated(core: FeatureCore) -> Callable[[Sequence[Envelope]], ValidatedBatch]:
+    """The CPU stage of a batch, which the batch consumer runs while the previous batch is in Redis."""
+
+    def prepare(envelopes: Sequence[Envelope]) -> ValidatedBatch:
+        good, bad = _decoded(envelopes)
+        return ValidatedBatch(core.prepare(good) if good else None, bad)
+
+    return prepare
+
+
 def on_validated(core: FeatureCore, producer: Producer, flush_s: float, flush_rows: int,
                  max_pending: int) -> BatchHandler:
-    async def handle(envelopes: Sequence[Envelope], final: bool) -> bool:
-        good, bad = _decoded(envelopes)
-        if good:
-            await core.apply(good)
-        for env, reason in bad:
+    async def handle(batch: ValidatedBatch, final: bool) -> bool:
+        if batch.prepared is not None:
+            await core.apply_prepared(batch.prepared)
+        for env, reason in batch.bad:
             await dead_letter(producer, env, reason)
         offline = core.offline
         if not (final or offline.pending >= flush_rows or offline.age_s >= flush_s):

@@ -4,6 +4,7 @@ serves online reads and training sets. Knows nothing of HTTP, gRPC or Kafka."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -45,6 +46,16 @@ def struct_to_dict(fields: struct_pb2.Struct) -> dict[str, Any]:
     return out
 
 
+@dataclass(slots=True)
+class PreparedEvents:
+    """A batch of validated events ready to apply (:meth:`FeatureCore.prepare`)."""
+
+    events: int
+    online_calls: list[list[str | int]]
+    offline_rows: list[tuple[str, str, int, str, dict[str, Any]]]
+    quality: dict[tuple[str, str, str], int]
+
+
 def decode(value: bytes) -> events_pb2.ValidatedEvent:
     ev = events_pb2.ValidatedEvent()
     ev.ParseFromString(value)
@@ -64,19 +75,28 @@ class FeatureCore:
     async def apply(self, events: Sequence[tuple[str, events_pb2.ValidatedEvent]]) -> None:
         """Apply ``(event_id, event)`` pairs to the online store (each at most once) and buffer them as
         offline rows (written by :meth:`OfflineWriter.flush`; repeats are dropped when read)."""
+        await self.apply_prepared(self.prepare(events))
+
+    def prepare(self, events: Sequence[tuple[str, events_pb2.ValidatedEvent]]) -> PreparedEvents:
+        """The CPU part of :meth:`apply` (decode, encode the Redis calls, count quality), with no effects:
+        done while the previous batch is in Redis."""
         batch = []
-        add = self.offline.add_event
+        rows = []
         for event_id, ev in events:
             fields = struct_to_dict(ev.fields)
             entity, stream, ts = ev.entity_id, ev.stream, ev.event_time  # each read of a message field allocates
             seconds, nanos = ts.seconds, ts.nanos
             batch.append(OnlineEvent(event_id, entity, stream, seconds * 1000 + nanos // 1_000_000, fields))
-            add(stream, entity, seconds * 1_000_000 + nanos // 1000, event_id, fields)
-        result = await self.online.apply(batch)
+            rows.append((stream, entity, seconds * 1_000_000 + nanos // 1000, event_id, fields))
+        return PreparedEvents(len(batch), self.online.encode(batch), rows, self.quality.count(batch))
+
+    async def apply_prepared(self, prepared: PreparedEvents) -> None:
+        self.offline.extend(prepared.offline_rows)
+        result = await self.online.apply_encoded(prepared.online_calls)
         # Quality counts every event delivered: rates, which a rare redelivery barely moves.
-        await self.quality.observe(batch)
+        await self.quality.record(prepared.quality)
         APPLIED.labels("online", "applied").inc(result.applied)
-        APPLIED.labels("offline", "buffered").inc(len(batch))
+        APPLIED.labels("offline", "buffered").inc(prepared.events)
         if result.duplicates:
             APPLIED.labels("online", "duplicate").inc(result.duplicates)
         if result.late:

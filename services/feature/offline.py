@@ -52,6 +52,13 @@ class OfflineWriter:
             self._since = time.monotonic()
         self._rows.append((stream, entity_id, time_us, event_id, fields))
 
+    def extend(self, rows: list[_Buffered]) -> None:
+        """Buffer many events, each as :meth:`add_event` takes it: ``(stream, entity_id, time_us, event_id,
+        fields)``."""
+        if rows and not self._rows:
+            self._since = time.monotonic()
+        self._rows.extend(rows)
+
     def add(self, stream: str, row: dict[str, Any]) -> None:
         """Buffer one row given as a dict with ``entity_id``, ``event_time`` (a datetime; naive means UTC)
         and ``event_id`` besides its fields."""

@@ -120,7 +120,12 @@ class OnlineStore:
 
     async def apply(self, events: Sequence[OnlineEvent]) -> ApplyResult:
         """Apply ``events`` in order; an event_id applied before (a redelivery) changes nothing."""
-        result = ApplyResult()
+        return await self.apply_encoded(self.encode(events))
+
+    def encode(self, events: Sequence[OnlineEvent]) -> list[list[str | int]]:
+        """The apply script's arguments for ``events``, one call per ``MAX_EVENTS_PER_CALL`` (CPU only:
+        done while the previous batch is in Redis)."""
+        calls = []
         for start in range(0, len(events), MAX_EVENTS_PER_CALL):
             chunk = events[start : start + MAX_EVENTS_PER_CALL]
             plan_index: dict[str, str] = {}
@@ -136,9 +141,23 @@ class OnlineStore:
                 for name, value in ev.fields.items():
                     parts.append(f"\x1e{name}\x1e{json_value(value)}")
                 parts.append("\x1c")
-            args: list[str | int] = [MARKER_PREFIX, KEY_PREFIX, WINDOW_PREFIX, self._marker_ttl, self._key_ttl,
-                                     len(plans), *plans, "".join(parts)]
-            applied, dupes, late = await self._apply(args=args)
+            calls.append([MARKER_PREFIX, KEY_PREFIX, WINDOW_PREFIX, self._marker_ttl, self._key_ttl,
+                          len(plans), *plans, "".join(parts)])
+        return calls
+
+    async def apply_encoded(self, calls: Sequence[list[str | int]]) -> ApplyResult:
+        """Run the calls :meth:`encode` made, in order, sent together (one round trip: Redis runs them
+        back to back instead of waiting for this process between them; each is still its own script, so
+        other clients' commands, reads included, run between them)."""
+        result = ApplyResult()
+        if len(calls) == 1:
+            replies = [await self._apply(args=calls[0])]
+        else:
+            pipe = self._redis.pipeline(transaction=False)
+            for args in calls:
+                await self._apply(args=args, client=pipe)
+            replies = await pipe.execute()
+        for applied, dupes, late in replies:
             result.applied += int(applied)
             result.duplicates += int(dupes)
             result.late += int(late)

@@ -60,7 +60,10 @@ class Quality:
         return counts
 
     async def observe(self, events: Sequence[OnlineEvent]) -> None:
-        counts = self.count(events)
+        await self.record(self.count(events))
+
+    async def record(self, counts: dict[tuple[str, str, str], int]) -> None:
+        """Add what :meth:`count` counted to the counters."""
         if not counts:
             return
         pipe = self._redis.pipeline(transaction=False)

@@ -25,7 +25,8 @@ async def main() -> None:
         grpc_api.IngestServicer(ingestor), server))
     # A batch consumer: one span, one dedup check and one produce per batch, not per record.
     raw = BatchConsumer(settings, topics.EVENTS_RAW, f"ingest.{topics.EVENTS_RAW}",
-                        consumers.on_raw(ingestor, service.producer), max_records=own.batch_records)
+                        consumers.on_raw(ingestor, service.producer), prepare=consumers.prepare_raw(ingestor),
+                        max_records=own.batch_records)
     service.add_task(raw.run)
     service.on_stop(raw.stop)
     collect_young_objects_rarely()

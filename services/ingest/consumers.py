@@ -1,12 +1,16 @@
 """Kafka adapter of ingest: records on ``events.raw`` (JSON, or protobuf ``RawEvent``) are validated like
 REST events, a batch at a time (grouped by stream: one dedup check, one produce, one mark per group); a
-record that cannot be ingested goes to ``events.deadletter``, unchanged, with the reason in headers."""
+record that cannot be ingested goes to ``events.deadletter``, unchanged, with the reason in headers.
+
+Two stages for the batch consumer: :func:`prepare_raw` parses, validates and encodes a batch (CPU) while
+the previous batch is published by :func:`on_raw` (Redis and broker round trips)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from mlops.bus.deadletter import dead_letter
@@ -14,10 +18,10 @@ from mlops.bus.envelope import CONTENT_TYPE, Envelope
 from mlops.bus.producer import Producer
 from mlops.errors import MlopsError, PoisonRecord
 from mlops.v1 import events_pb2
-from services.ingest.core import Ingestor
+from services.ingest.core import Ingestor, Prepared
 from services.ingest.grpc_api import raw_to_dict
 
-BatchHandler = Callable[[Sequence[Envelope], bool], Awaitable[bool]]
+BatchHandler = Callable[["RawBatch", bool], Awaitable[bool]]
 
 
 def _looks_json(env: Envelope) -> bool:
@@ -96,10 +100,22 @@ def _reason(exc: MlopsError) -> str:
     return exc.message if isinstance(exc, PoisonRecord) else f"{exc.code}: {exc.message}"
 
 
-def on_raw(ingestor: Ingestor, producer: Producer) -> BatchHandler:
-    async def handle(envelopes: Sequence[Envelope], final: bool) -> bool:
+@dataclass
+class RawBatch:
+    """A batch of ``events.raw`` prepared: per stream, its events validated and encoded (with the
+    envelopes they came from), and the records that go to the dead-letter topic."""
+
+    streams: list[tuple[list[Envelope], Prepared]] = field(default_factory=list)
+    dead: list[tuple[Envelope, str, str | None]] = field(default_factory=list)
+
+
+def prepare_raw(ingestor: Ingestor) -> Callable[[Sequence[Envelope]], RawBatch]:
+    """The CPU stage of a batch of ``events.raw`` (parse, validate, encode), which the batch consumer
+    runs while the previous batch is published; raises only for what is not the records' fault."""
+
+    def prepare(envelopes: Sequence[Envelope]) -> RawBatch:
+        batch = RawBatch()
         by_stream: dict[str, list[tuple[Envelope, dict[str, Any]]]] = {}
-        dead: list[tuple[Envelope, str, str | None]] = []
         json_values = [env.value for env in envelopes if _looks_json(env)]
         parsed = _loads_all(json_values) if len(json_values) == len(envelopes) else None
         for i, env in enumerate(envelopes):
@@ -108,19 +124,40 @@ def on_raw(ingestor: Ingestor, producer: Producer) -> BatchHandler:
             except MlopsError as exc:
                 if exc.http_status >= 500 and not isinstance(exc, PoisonRecord):
                     raise  # not the record's fault: retry the batch
-                dead.append((env, _reason(exc), exc.field))
+                batch.dead.append((env, _reason(exc), exc.field))
                 continue
             by_stream.setdefault(stream, []).append((env, event))
         for stream, items in by_stream.items():
+            envs = [env for env, _ in items]
             try:
-                ids = [env.event_id for env, _ in items]
-                result = await ingestor.ingest(stream, [e for _, e in items], default_ids=ids)
+                prepared = ingestor.prepare(
+                    stream, [e for _, e in items], default_ids=[env.event_id for env in envs],
+                    origins=[f"{env.partition}:{env.offset}:{env.timestamp_ms}" for env in envs])
             except MlopsError as exc:
                 if exc.http_status >= 500:
                     raise
-                dead.extend((env, _reason(exc), exc.field) for env, _ in items)
+                batch.dead.extend((env, _reason(exc), exc.field) for env in envs)
                 continue
-            dead.extend((items[r.index][0], f"{r.reason}: {r.error}", r.field) for r in result.rejected)
+            batch.streams.append((envs, prepared))
+        return batch
+
+    return prepare
+
+
+def on_raw(ingestor: Ingestor, producer: Producer) -> BatchHandler:
+    """Publishes a prepared batch (:func:`prepare_raw`): dedup, produce, mark, dead letters."""
+
+    async def handle(batch: RawBatch, final: bool) -> bool:
+        dead = list(batch.dead)
+        for envs, prepared in batch.streams:
+            try:
+                result = await ingestor.publish(prepared)
+            except MlopsError as exc:
+                if exc.http_status >= 500:
+                    raise
+                dead.extend((env, _reason(exc), exc.field) for env in envs)
+                continue
+            dead.extend((envs[r.index], f"{r.reason}: {r.error}", r.field) for r in result.rejected)
         # Dead letters go out before the batch is committed (concurrently: their order does not matter).
         await asyncio.gather(*(dead_letter(producer, env, reason, field) for env, reason, field in dead))
         return True

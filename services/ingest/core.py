@@ -76,6 +76,36 @@ return accepted
 """
 
 
+# The Kafka path's dedup in one step before publishing: each event_id is claimed (marked with the origin
+# of its record, "<partition>:<offset>:<timestamp>" of events.raw) unless another record claimed it
+# within the window. A record whose own claim is found (its batch was retried, or redelivered after a
+# crash between claim and publish) is published again, so nothing is lost; events.validated's consumers
+# drop the repeat. KEYS: the stream's stats hash. ARGV: window seconds, key prefix, ids, origins (both
+# sized). Returns per event '1' claimed now, '2' claimed before by this record, '0' a duplicate.
+_CLAIM = _NEXT_ID + """
+local window, prefix, ids, origins = tonumber(ARGV[1]), ARGV[2], ARGV[3], ARGV[4]
+local pos, opos, out, claimed, dupes = 1, 1, {}, 0, 0
+while pos <= #ids do
+  local id, origin
+  id, pos = next_id(ids, pos)
+  origin, opos = next_id(origins, opos)
+  local key = prefix .. id
+  if redis.call('SET', key, origin, 'NX', 'EX', window) then
+    claimed = claimed + 1
+    out[#out + 1] = '1'
+  elseif redis.call('GET', key) == origin then
+    out[#out + 1] = '2'
+  else
+    dupes = dupes + 1
+    out[#out + 1] = '0'
+  end
+end
+if claimed > 0 then redis.call('HINCRBY', KEYS[1], 'accepted', claimed) end
+if dupes > 0 then redis.call('HINCRBY', KEYS[1], 'duplicates', dupes) end
+return table.concat(out)
+"""
+
+
 def _sized(ids: list[str]) -> str:
     """``ids`` as the scripts read them: each as its UTF-8 length, ':', itself."""
     return "".join(f"{len(i) if i.isascii() else len(i.encode())}:{i}" for i in ids)
@@ -106,6 +136,18 @@ class IngestResult:
     accepted: int = 0
     duplicates: int = 0
     rejected: list[Rejection] = field(default_factory=list)
+
+
+@dataclass
+class Prepared:
+    """A batch validated and encoded, not yet published (:meth:`Ingestor.prepare`)."""
+
+    stream: str
+    dedup_window_s: int
+    valid: list[events_pb2.ValidatedEvent]
+    rejected: list[Rejection]
+    #: per valid event, where its record came from (Kafka path: one claim per event, see ``_CLAIM``)
+    origins: list[str] | None = None
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -143,6 +185,7 @@ class Ingestor:
         self._max_batch = max_batch
         self._mark = redis.register_script(_MARK_AND_COUNT)
         self._seen = redis.register_script(_SEEN)
+        self._claim = redis.register_script(_CLAIM)
 
     def _seen_prefix(self, stream: str) -> str:
         return f"mlops:ingest:seen:{stream}:"  # then the event_id
@@ -152,11 +195,18 @@ class Ingestor:
 
     async def ingest(self, stream: str, events: list[Any], default_ids: list[str] | None = None) -> IngestResult:
         """Validate and publish ``events``; ``default_ids`` give ids to events that carry none (Kafka offsets)."""
+        return await self.publish(self.prepare(stream, events, default_ids))
+
+    def prepare(self, stream: str, events: list[Any], default_ids: list[str] | None = None,
+                origins: list[str] | None = None) -> Prepared:
+        """Validate and encode ``events`` (CPU only: no I/O, no effects; :meth:`publish` does the rest).
+        ``origins``: per event, the Kafka record it came from, for the one-step claim of ``_CLAIM``."""
         if len(events) > self._max_batch:
             raise InvalidArgument(f"at most {self._max_batch} events per request, got {len(events)}", field="events")
         schema = self.schemas.get(stream)
-        result = IngestResult()
-        valid: list[tuple[int, events_pb2.ValidatedEvent]] = []
+        rejected: list[Rejection] = []
+        valid: list[events_pb2.ValidatedEvent] = []
+        kept: list[str] | None = [] if origins is not None else None
         now = datetime.now(UTC)
         ingested_at = timestamp_pb2.Timestamp()
         _set_time(ingested_at, now)
@@ -164,7 +214,7 @@ class Ingestor:
             try:
                 ev = validate_event(schema, raw, now)
             except EventError as exc:
-                result.rejected.append(Rejection(i, exc.message, exc.field, exc.reason))
+                rejected.append(Rejection(i, exc.message, exc.field, exc.reason))
                 continue
             msg = events_pb2.ValidatedEvent()
             msg.stream = stream
@@ -174,7 +224,17 @@ class Ingestor:
             _set_time(msg.event_time, ev.event_time)
             msg.ingested_at.CopyFrom(ingested_at)
             _set_fields(msg.fields, ev.fields)
-            valid.append((i, msg))
+            valid.append(msg)
+            if kept is not None and origins is not None:
+                kept.append(origins[i])
+        return Prepared(stream, schema.dedup_window_s or self._window, valid, rejected, kept)
+
+    async def publish(self, prepared: Prepared) -> IngestResult:
+        """Drop the event_ids seen within the window, publish the rest, mark them seen, count."""
+        stream, valid = prepared.stream, prepared.valid
+        result = IngestResult(rejected=prepared.rejected)
+        if prepared.origins is not None:
+            return await self._claim_and_publish(prepared, result)
         fresh = await self._drop_seen(stream, valid)
         result.duplicates = len(valid) - len(fresh)
         if result.duplicates:
@@ -185,24 +245,39 @@ class Ingestor:
             await self._producer.send_many(
                 topics.EVENTS_VALIDATED, [(ev.entity_id, ev, ev.event_id) for ev in fresh]
             )
-            window = schema.dedup_window_s or self._window
             ids = _sized([ev.event_id for ev in fresh])
             result.accepted = int(await self._mark(keys=[self._stats_key(stream)],
-                                                   args=[window, self._seen_prefix(stream), ids]))
+                                                   args=[prepared.dedup_window_s, self._seen_prefix(stream), ids]))
             result.duplicates += len(fresh) - result.accepted
         await self._count(stream, result)
         return result
 
-    async def _drop_seen(
-        self, stream: str, valid: list[tuple[int, events_pb2.ValidatedEvent]]
-    ) -> list[events_pb2.ValidatedEvent]:
+    async def _claim_and_publish(self, prepared: Prepared, result: IngestResult) -> IngestResult:
+        """The Kafka path: claim, then publish what this record may publish (one Redis round trip)."""
+        stream, valid = prepared.stream, prepared.valid
+        if valid:
+            assert prepared.origins is not None
+            flags = await self._claim(keys=[self._stats_key(stream)], args=[
+                prepared.dedup_window_s, self._seen_prefix(stream), _sized([ev.event_id for ev in valid]),
+                _sized(prepared.origins)])
+            fresh = [ev for ev, flag in zip(valid, flags, strict=True) if flag != 48]  # not b"0"
+            result.accepted = len(fresh)
+            result.duplicates = len(valid) - len(fresh)
+            if fresh:
+                await self._producer.send_many(
+                    topics.EVENTS_VALIDATED, [(ev.entity_id, ev, ev.event_id) for ev in fresh]
+                )
+        await self._count(stream, result)
+        return result
+
+    async def _drop_seen(self, stream: str, valid: list[events_pb2.ValidatedEvent]) -> list[events_pb2.ValidatedEvent]:
         if not valid:
             return []
-        ids = _sized([ev.event_id for _, ev in valid])
+        ids = _sized([ev.event_id for ev in valid])
         seen = [c == 49 for c in await self._seen(args=[self._seen_prefix(stream), ids])]
         fresh: list[events_pb2.ValidatedEvent] = []
         ids: set[str] = set()
-        for (_, ev), was_seen in zip(valid, seen, strict=True):
+        for ev, was_seen in zip(valid, seen, strict=True):
             if was_seen or ev.event_id in ids:
                 continue
             ids.add(ev.event_id)

@@ -10,6 +10,11 @@ backoff on the same batch, so nothing is skipped; handlers must be idempotent by
 redelivery after a crash is the normal case). Records that can never be processed are the handler's
 to dead-letter.
 
+Two stages, overlapped: an optional ``prepare(envelopes)`` does a batch's CPU work (decode, validate,
+encode) while the previous batch's handler waits on Redis or the broker, so one process keeps its core
+busy instead of waiting half the time. Handlers still run one at a time, in order (batch N's effects
+before batch N+1's), and the offsets committed are exactly those of the batches handled, never of a
+batch fetched and prepared but not yet handled.
 """
 
 from __future__ import annotations
@@ -17,8 +22,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 from opentelemetry import trace
 from opentelemetry.context import Context
@@ -34,23 +40,35 @@ MAX_LINKS = 16  # traces of further records of a batch linked from its span (lin
 
 #: ``handler(batch, final)`` handles a batch (possibly empty: it is also called on idle polls while
 #: records wait uncommitted, so time-based flushes happen, and with ``final`` before the last commit);
-#: it returns whether every record handled so far may be committed now.
-BatchHandler = Callable[[Sequence[Envelope], bool], Awaitable[bool]]
+#: it returns whether every record handled so far may be committed now. With a ``prepare`` stage, the
+#: batch it gets is what ``prepare`` returned for the envelopes (``prepare([])`` on idle polls).
+BatchHandler = Callable[[Any, bool], Awaitable[bool]]
+#: ``prepare(envelopes)``: the CPU part of handling a batch, with no I/O and no effects, so that it may
+#: run before the previous batch is handled (and run again if the handler must be retried)
+Prepare = Callable[[Sequence[Envelope]], Any]
+
+
+class _PrepareFailed:
+    """What ``prepare`` raised: raised again, by a second try, inside the handler's retry loop."""
+
+    def __init__(self, exc: Exception) -> None:
+        self.exc = exc
 
 
 class BatchConsumer:
     def __init__(self, settings: PlatformSettings, topic: str, group: str, handler: BatchHandler, *,
-                 max_records: int = 2000, poll_ms: int = 200) -> None:
+                 prepare: Prepare | None = None, max_records: int = 2000, poll_ms: int = 200) -> None:
         self.topic = topic
         self.group = group
         self._settings = settings
         self._handler = handler
+        self._prepare: Prepare = prepare or (lambda envelopes: envelopes)
         self._max_records = max_records
         self._poll_ms = poll_ms
         self._consumer: AIOKafkaConsumer | None = None
         self._stopping = asyncio.Event()
         self._stopped = asyncio.Event()
-        self._dirty = False  # records handled since the last commit
+        self._uncommitted: dict[TopicPartition, int] = {}  # next offset per partition, of batches handled
 
     def _build(self) -> AIOKafkaConsumer:
         return build_consumer(self._settings, self.topic, self.group, max_poll_records=self._max_records,
@@ -61,6 +79,7 @@ class BatchConsumer:
         self._consumer = self._build()
         await self._consumer.start()
         log.info("consuming %s in batches as group %s", self.topic, self.group)
+        in_flight: asyncio.Task[None] | None = None  # the previous batch's handler
         try:
             while not self._stopping.is_set():
                 batches = await self._consumer.getmany(timeout_ms=self._poll_ms, max_records=self._max_records)
@@ -69,24 +88,47 @@ class BatchConsumer:
                              partition=r.partition, offset=r.offset, timestamp_ms=r.timestamp)
                     for records in batches.values() for r in records
                 ]
+                offsets = {tp: records[-1].offset + 1 for tp, records in batches.items() if records}
+                work = self._prepared(envelopes)  # while the previous batch's handler waits on I/O
+                if in_flight is not None:
+                    await in_flight
+                    in_flight = None
                 if envelopes:
-                    self._dirty = True
-                if await self._handle(envelopes) and self._dirty:
+                    in_flight = asyncio.ensure_future(self._handle_and_commit(envelopes, work, offsets))
+                elif self._uncommitted and await self._handle(envelopes, work):
                     await self._commit()
                 for tp, records in batches.items():
                     high = self._consumer.highwater(tp)
                     if records and high is not None:
                         telemetry.CONSUMER_LAG.labels(telemetry.service_name(), self.group, self.topic,
                                                       tp.partition).set(max(0, high - records[-1].offset - 1))
+            if in_flight is not None:
+                await in_flight
+                in_flight = None
             # a last call with nothing new lets a buffering handler flush before the final commit
-            if self._dirty and await self._handle([], final=True):
+            if self._uncommitted and await self._handle([], self._prepared([]), final=True):
                 await self._commit()
         finally:
+            if in_flight is not None:
+                in_flight.cancel()
             try:
                 await self._consumer.stop()
             except KafkaError:
                 log.exception("closing consumer for %s", self.topic)
             self._stopped.set()
+
+    def _prepared(self, envelopes: list[Envelope]) -> Any:
+        try:
+            return self._prepare(envelopes)
+        except Exception as exc:  # raised again where the handler's failures are retried
+            return _PrepareFailed(exc)
+
+    async def _handle_and_commit(self, envelopes: list[Envelope], work: Any,
+                                 offsets: dict[TopicPartition, int]) -> None:
+        ok = await self._handle(envelopes, work)
+        self._uncommitted.update(offsets)
+        if ok:
+            await self._commit()
 
     async def stop(self, timeout_s: float = 10.0) -> None:
         """Ask the loop to finish its batch and commit, and wait for it (up to ``timeout_s``)."""
@@ -97,12 +139,14 @@ class BatchConsumer:
             except TimeoutError:
                 log.warning("consumer of %s did not stop within %.0fs", self.topic, timeout_s)
 
-    async def _handle(self, envelopes: list[Envelope], final: bool = False) -> bool:
+    async def _handle(self, envelopes: list[Envelope], work: Any, final: bool = False) -> bool:
         attempt = 0
         while True:
             try:
+                if isinstance(work, _PrepareFailed):
+                    work = self._prepare(envelopes)  # raises again (or, if it was transient, goes on)
                 if not envelopes:
-                    return await self._handler(envelopes, final) if (self._dirty or final) else False
+                    return await self._handler(work, final)
                 parent, links = self._trace(envelopes)
                 attributes: dict[str, str | int] = {
                     "messaging.system": "kafka", "messaging.operation.type": "process",
@@ -114,7 +158,7 @@ class BatchConsumer:
                     f"process {self.topic}", context=parent, kind=trace.SpanKind.CONSUMER, links=links,
                     attributes=attributes,
                 ):
-                    ok = await self._handler(envelopes, final)
+                    ok = await self._handler(work, final)
                 telemetry.RECORDS_CONSUMED.labels(telemetry.service_name(), self.topic, "ok").inc(len(envelopes))
                 return ok
             except asyncio.CancelledError:
@@ -146,11 +190,16 @@ class BatchConsumer:
         return parent, links
 
     async def _commit(self) -> None:
+        """Commit the offsets of the batches handled (of the partitions still assigned: a revoked one's
+        records are redelivered to its new owner)."""
         assert self._consumer is not None
         for attempt in range(5):
+            assigned = self._consumer.assignment()
+            offsets = {tp: offset for tp, offset in self._uncommitted.items() if tp in assigned}
             try:
-                await self._consumer.commit()
-                self._dirty = False
+                if offsets:
+                    await self._consumer.commit(offsets)
+                self._uncommitted.clear()
                 return
             except KafkaError as exc:
                 # After a rebalance the records are redelivered to the new owner; handlers are idempotent.

@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from google.protobuf import struct_pb2
@@ -14,7 +16,7 @@ from google.protobuf import struct_pb2
 from mlops.bus.envelope import Envelope, build_headers, decode_headers
 from mlops.errors import Unavailable
 from mlops.v1 import events_pb2
-from services.feature.consumers import on_validated
+from services.feature.consumers import on_validated, prepare_validated
 from services.feature.core import struct_to_dict
 from services.feature.definitions import Definitions
 from services.feature.offline import OfflineWriter
@@ -29,7 +31,11 @@ class _Core:
         self.offline = OfflineWriter(root)
         self.applied: list[str] = []
 
-    async def apply(self, events: list[tuple[str, events_pb2.ValidatedEvent]]) -> None:
+    def prepare(self, events: list[tuple[str, events_pb2.ValidatedEvent]]
+                ) -> list[tuple[str, events_pb2.ValidatedEvent]]:
+        return events
+
+    async def apply_prepared(self, events: list[tuple[str, events_pb2.ValidatedEvent]]) -> None:
         for event_id, ev in events:
             self.applied.append(event_id)
             self.offline.add(ev.stream, {"entity_id": ev.entity_id, "event_time": ev.event_time.ToDatetime(),
@@ -52,9 +58,16 @@ def _env(i: int, value: bytes | None = None) -> Envelope:
                     headers=decode_headers(build_headers(f"e{i}", [])), partition=0, offset=i)
 
 
+def _two_stage(core: _Core, handle: Callable[[Any, bool], Awaitable[bool]]
+               ) -> Callable[[list[Envelope], bool], Awaitable[bool]]:
+    """The handler as the batch consumer drives it: each batch prepared, then handled."""
+    prepare = prepare_validated(core)  # type: ignore[arg-type]
+    return lambda envelopes, final: handle(prepare(envelopes), final)
+
+
 def test_offsets_wait_for_the_parquet_write(tmp_path: Path) -> None:
     core, producer = _Core(tmp_path), _Producer()
-    handle = on_validated(core, producer, flush_s=3600, flush_rows=5, max_pending=100)  # type: ignore[arg-type]
+    handle = _two_stage(core, on_validated(core, producer, flush_s=3600, flush_rows=5, max_pending=100))  # type: ignore[arg-type]
     assert asyncio.run(handle([_env(0), _env(1)], False)) is False  # applied online, not yet durable offline
     assert core.applied == ["e0", "e1"] and core.offline.pending == 2
     assert asyncio.run(handle([_env(i) for i in range(2, 6)], False)) is True  # 6 rows >= 5: written
@@ -65,7 +78,7 @@ def test_offsets_wait_for_the_parquet_write(tmp_path: Path) -> None:
 
 def test_a_bad_record_is_dead_lettered_and_the_rest_applied(tmp_path: Path) -> None:
     core, producer = _Core(tmp_path), _Producer()
-    handle = on_validated(core, producer, flush_s=0, flush_rows=5, max_pending=100)  # type: ignore[arg-type]
+    handle = _two_stage(core, on_validated(core, producer, flush_s=0, flush_rows=5, max_pending=100))  # type: ignore[arg-type]
     assert asyncio.run(handle([_env(0), _env(1, b"\xff\xff not protobuf"), _env(2)], False)) is True
     assert core.applied == ["e0", "e2"]
     assert [t for t, _ in producer.sent] == ["events.deadletter"]
@@ -76,7 +89,7 @@ def test_online_goes_on_while_the_offline_store_fails_then_stops(tmp_path: Path)
     blocker = tmp_path / "offline"
     blocker.write_text("a file where the store's directory should be")  # every write fails
     core, producer = _Core(blocker), _Producer()
-    handle = on_validated(core, producer, flush_s=0, flush_rows=1, max_pending=3)  # type: ignore[arg-type]
+    handle = _two_stage(core, on_validated(core, producer, flush_s=0, flush_rows=1, max_pending=3))  # type: ignore[arg-type]
     assert asyncio.run(handle([_env(0)], False)) is False  # the write failed: no commit, but applied
     assert asyncio.run(handle([_env(1)], False)) is False
     assert core.applied == ["e0", "e1"] and core.offline.pending == 2
