@@ -35,10 +35,13 @@ class OfflineWriter:
         self.root = root
         self._rows: list[_Buffered] = []
         self._since = 0.0
+        self._flushing = asyncio.Lock()
+        self._writing = 0  # rows of the flush in progress
 
     @property
     def pending(self) -> int:
-        return len(self._rows)
+        """Rows not yet durable: buffered, or being written."""
+        return len(self._rows) + self._writing
 
     @property
     def age_s(self) -> float:
@@ -69,14 +72,22 @@ class OfflineWriter:
         self.add_event(stream, row["entity_id"], (when - _EPOCH) // _MICROSECOND, row["event_id"], fields)
 
     async def flush(self) -> int:
-        """Write every buffered row (files appear atomically); returns how many rows were written."""
-        if not self._rows:
-            return 0
-        rows = self._rows
-        await asyncio.to_thread(self._write, rows)
-        # Cleared only after the write: a failed flush keeps the rows for the retry.
-        self._rows = self._rows[len(rows):]
-        return len(rows)
+        """Write every buffered row (files appear atomically); returns how many rows were written. Flushes
+        run one at a time (the consumer's partitions call it concurrently); rows added during one wait
+        for the next."""
+        async with self._flushing:
+            if not self._rows:
+                return 0
+            rows, self._rows = self._rows, []
+            self._writing = len(rows)
+            try:
+                await asyncio.to_thread(self._write, rows)
+            except BaseException:
+                self._rows = rows + self._rows  # kept, in order, for the retry
+                raise
+            finally:
+                self._writing = 0
+            return len(rows)
 
     def _write(self, rows: list[_Buffered]) -> None:
         groups: dict[tuple[str, int], list[_Buffered]] = defaultdict(list)

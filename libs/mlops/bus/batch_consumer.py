@@ -10,11 +10,17 @@ backoff on the same batch, so nothing is skipped; handlers must be idempotent by
 redelivery after a crash is the normal case). Records that can never be processed are the handler's
 to dead-letter.
 
-Two stages, overlapped: an optional ``prepare(envelopes)`` does a batch's CPU work (decode, validate,
-encode) while the previous batch's handler waits on Redis or the broker, so one process keeps its core
-busy instead of waiting half the time. Handlers still run one at a time, in order (batch N's effects
-before batch N+1's), and the offsets committed are exactly those of the batches handled, never of a
-batch fetched and prepared but not yet handled.
+Overlapped, so that one process keeps its core busy instead of waiting on Redis or the broker half the
+time:
+
+- one lane per partition: a partition's batches are handled one at a time, in order (batch N's effects
+  before batch N+1's); different partitions' batches are handled concurrently (records with one key, one
+  entity, are always in one partition);
+- two stages: an optional ``prepare(envelopes)`` does a batch's CPU work (decode, validate, encode) while
+  other batches' handlers wait.
+
+The offsets committed are exactly those of the batches handled, never of a batch fetched and prepared
+but not yet handled. Handlers must allow concurrent calls for different partitions.
 """
 
 from __future__ import annotations
@@ -69,6 +75,7 @@ class BatchConsumer:
         self._stopping = asyncio.Event()
         self._stopped = asyncio.Event()
         self._uncommitted: dict[TopicPartition, int] = {}  # next offset per partition, of batches handled
+        self._commit_lock = asyncio.Lock()
 
     def _build(self) -> AIOKafkaConsumer:
         return build_consumer(self._settings, self.topic, self.group, max_poll_records=self._max_records,
@@ -79,43 +86,60 @@ class BatchConsumer:
         self._consumer = self._build()
         await self._consumer.start()
         log.info("consuming %s in batches as group %s", self.topic, self.group)
-        in_flight: asyncio.Task[None] | None = None  # the previous batch's handler
+        # One lane per partition: a partition's batches are handled one at a time, in order; different
+        # partitions' batches are handled concurrently (keys, and so entities, never span partitions).
+        lanes: dict[TopicPartition, asyncio.Task[None]] = {}
         try:
             while not self._stopping.is_set():
                 batches = await self._consumer.getmany(timeout_ms=self._poll_ms, max_records=self._max_records)
-                envelopes = [
-                    Envelope(topic=self.topic, value=r.value or b"", key=r.key, headers=decode_headers(r.headers),
-                             partition=r.partition, offset=r.offset, timestamp_ms=r.timestamp)
-                    for records in batches.values() for r in records
-                ]
-                offsets = {tp: records[-1].offset + 1 for tp, records in batches.items() if records}
-                work = self._prepared(envelopes)  # while the previous batch's handler waits on I/O
-                if in_flight is not None:
-                    await in_flight
-                    in_flight = None
-                if envelopes:
-                    in_flight = asyncio.ensure_future(self._handle_and_commit(envelopes, work, offsets))
-                elif self._uncommitted and await self._handle(envelopes, work):
-                    await self._commit()
+                for tp, task in list(lanes.items()):
+                    if task.done():
+                        del lanes[tp]
+                        task.result()  # a lane that failed stops the consumer (its offsets stay uncommitted)
+                busy = False
                 for tp, records in batches.items():
+                    if not records:
+                        continue
+                    busy = True
+                    envelopes = [
+                        Envelope(topic=self.topic, value=r.value or b"", key=r.key,
+                                 headers=decode_headers(r.headers), partition=r.partition, offset=r.offset,
+                                 timestamp_ms=r.timestamp)
+                        for r in records
+                    ]
+                    work = self._prepared(envelopes)  # while other batches wait on Redis or the broker
+                    previous = lanes.pop(tp, None)
+                    if previous is not None:
+                        await previous
+                    lanes[tp] = asyncio.ensure_future(
+                        self._handle_and_commit(envelopes, work, {tp: records[-1].offset + 1}))
                     high = self._consumer.highwater(tp)
-                    if records and high is not None:
+                    if high is not None:
                         telemetry.CONSUMER_LAG.labels(telemetry.service_name(), self.group, self.topic,
                                                       tp.partition).set(max(0, high - records[-1].offset - 1))
-            if in_flight is not None:
-                await in_flight
-                in_flight = None
+                if not busy and self._uncommitted:
+                    # idle: a buffering handler may flush on time, and what it flushed is committed
+                    await self._drain(lanes)
+                    if await self._handle([], self._prepared([])):
+                        await self._commit()
+            await self._drain(lanes)
             # a last call with nothing new lets a buffering handler flush before the final commit
             if self._uncommitted and await self._handle([], self._prepared([]), final=True):
                 await self._commit()
         finally:
-            if in_flight is not None:
-                in_flight.cancel()
+            for task in lanes.values():
+                task.cancel()
             try:
                 await self._consumer.stop()
             except KafkaError:
                 log.exception("closing consumer for %s", self.topic)
             self._stopped.set()
+
+    @staticmethod
+    async def _drain(lanes: dict[TopicPartition, asyncio.Task[None]]) -> None:
+        while lanes:
+            _, task = lanes.popitem()
+            await task
 
     def _prepared(self, envelopes: list[Envelope]) -> Any:
         try:
@@ -191,17 +215,21 @@ class BatchConsumer:
 
     async def _commit(self) -> None:
         """Commit the offsets of the batches handled (of the partitions still assigned: a revoked one's
-        records are redelivered to its new owner)."""
+        records are redelivered to its new owner). Lanes commit one at a time; an offset a lane adds
+        meanwhile stays for the next commit."""
         assert self._consumer is not None
-        for attempt in range(5):
-            assigned = self._consumer.assignment()
-            offsets = {tp: offset for tp, offset in self._uncommitted.items() if tp in assigned}
-            try:
-                if offsets:
-                    await self._consumer.commit(offsets)
-                self._uncommitted.clear()
-                return
-            except KafkaError as exc:
-                # After a rebalance the records are redelivered to the new owner; handlers are idempotent.
-                log.warning("offset commit on %s failed (attempt %d): %s", self.topic, attempt + 1, exc)
-                await asyncio.sleep(0.2 * (attempt + 1))
+        async with self._commit_lock:
+            for attempt in range(5):
+                assigned = self._consumer.assignment()
+                offsets = {tp: offset for tp, offset in self._uncommitted.items() if tp in assigned}
+                try:
+                    if offsets:
+                        await self._consumer.commit(offsets)
+                    for tp, offset in list(self._uncommitted.items()):
+                        if tp not in assigned or offsets.get(tp) == offset:
+                            del self._uncommitted[tp]
+                    return
+                except KafkaError as exc:
+                    # After a rebalance the records are redelivered to the new owner; handlers are idempotent.
+                    log.warning("offset commit on %s failed (attempt %d): %s", self.topic, attempt + 1, exc)
+                    await asyncio.sleep(0.2 * (attempt + 1))

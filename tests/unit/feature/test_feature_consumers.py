@@ -130,3 +130,29 @@ views:
     assert counts[("pay", "amount", "events")] == 3 and counts[("pay", "amount", "out_of_range")] == 2
     assert counts[("pay", "shop", "missing")] == 2 and counts[("pay", "country", "missing")] == 2
     assert ("pay", "shop", "out_of_range") not in counts
+
+
+def test_rows_added_during_a_flush_wait_for_the_next_and_count_as_pending(tmp_path: Path) -> None:
+    """The consumer's partitions buffer and flush concurrently: a row added while another flush writes
+    is neither lost nor taken for durable."""
+    from services.feature.offline import read_stream
+
+    writer = OfflineWriter(tmp_path)
+
+    def row(i: int) -> tuple[str, str, int, str, dict[str, object]]:
+        return ("s", "a", 1_700_000_000_000_000 + i, f"e{i}", {"x": float(i)})
+
+    async def scenario() -> None:
+        writer.extend([row(i) for i in range(3)])
+        first = asyncio.ensure_future(writer.flush())
+        await asyncio.sleep(0)  # the first flush has taken its rows and is writing them
+        assert writer.pending == 3
+        writer.extend([row(3), row(4)])
+        assert writer.pending == 5
+        assert await first == 3
+        assert writer.pending == 2  # the two added meanwhile are not durable yet
+        assert await writer.flush() == 2
+        assert writer.pending == 0
+
+    asyncio.run(scenario())
+    assert [r["event_id"] for r in read_stream(tmp_path, "s")] == [f"e{i}" for i in range(5)]
