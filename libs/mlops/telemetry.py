@@ -41,6 +41,10 @@ RECORDS_PRODUCED = Counter("mlops_records_produced_total", "Kafka records produc
 CONSUMER_LAG = Gauge(
     "mlops_consumer_lag", "Records behind the high watermark.", ["service", "group", "topic", "partition"]
 )
+CONSUMER_ASSIGNED = Gauge(
+    "mlops_consumer_assigned_partitions", "Partitions assigned to this replica's consumer.",
+    ["service", "group", "topic"],
+)
 DEAD_LETTERS = Counter("mlops_dead_letters_total", "Records sent to the dead-letter topic.", ["service", "reason"])
 
 _service_name = "mlops"

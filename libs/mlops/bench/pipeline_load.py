@@ -114,6 +114,16 @@ class Progress:
         return 0.8 * self.total / (self.t90 - self.t10)
 
 
+def through_rate(entered: Progress, left: Progress) -> float:
+    """Events per second through a pipeline of stages: the middle 80% of the events, from the first stage
+    counting its 10% (``entered``) to the last stage counting its 90% (``left``). Each stage's own 10-90%
+    rate would flatter a later stage: it finishes the backlog after the earlier stages have stopped and
+    left it the machine."""
+    if entered.t10 is None or left.t90 is None or left.t90 <= entered.t10:
+        return float("nan")
+    return 0.8 * left.total / (left.t90 - entered.t10)
+
+
 async def relay(settings: PlatformSettings, source: str, target: str, total: int, batch: int, group: str
                 ) -> Progress:
     """The baseline: consume ``source`` as consumer group ``group`` (from its committed offsets, or from the
@@ -199,6 +209,21 @@ async def follow(url: str, name: str, labels: dict[str, str], progress: Progress
                 return
             await asyncio.sleep(interval_s)
     raise TimeoutError(f"{name} did not reach {progress.total} within {timeout_s:.0f}s")
+
+
+async def wait_assigned(url: str, group: str, partitions: int, timeout_s: float, headers: dict[str, str]) -> None:
+    """Poll a service's /metrics until its consumer ``group`` holds ``partitions`` partitions."""
+    deadline = time.perf_counter() + timeout_s
+    async with httpx.AsyncClient(timeout=10, headers=headers) as http:
+        while time.perf_counter() < deadline:
+            try:
+                text = (await http.get(url)).text
+                if _counter_lines(text, "mlops_consumer_assigned_partitions", group=group) >= partitions:
+                    return
+            except httpx.HTTPError:
+                pass
+            await asyncio.sleep(0.05)
+    raise TimeoutError(f"consumer group {group} did not get its {partitions} partitions within {timeout_s:.0f}s")
 
 
 async def read_latency(address: str, entities: list[str], calls: int, metadata: list[tuple[str, str]]

@@ -31,7 +31,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.errors import KafkaError
+from aiokafka.errors import IllegalStateError, KafkaError
 from opentelemetry import trace
 from opentelemetry.context import Context
 
@@ -42,6 +42,8 @@ from mlops.settings import PlatformSettings
 
 log = logging.getLogger(__name__)
 
+#: while every free partition is empty, how long to wait for a busy lane before polling again
+_LANE_WAIT_S = 0.01
 MAX_LINKS = 16  # traces of further records of a batch linked from its span (links cost a little each)
 
 #: ``handler(batch, final)`` handles a batch (possibly empty: it is also called on idle polls while
@@ -89,39 +91,52 @@ class BatchConsumer:
         # One lane per partition: a partition's batches are handled one at a time, in order; different
         # partitions' batches are handled concurrently (keys, and so entities, never span partitions).
         lanes: dict[TopicPartition, asyncio.Task[None]] = {}
+        self._assigned_gauge = telemetry.CONSUMER_ASSIGNED.labels(telemetry.service_name(), self.group, self.topic)
         try:
             while not self._stopping.is_set():
-                batches = await self._consumer.getmany(timeout_ms=self._poll_ms, max_records=self._max_records)
                 for tp, task in list(lanes.items()):
                     if task.done():
                         del lanes[tp]
                         task.result()  # a lane that failed stops the consumer (its offsets stay uncommitted)
-                busy = False
+                # Fetch only for partitions whose lane is free (a poll drains one partition's buffer first,
+                # so asking for all would mostly hand back the busy one); without waiting while lanes work.
+                assigned = self._consumer.assignment()
+                self._assigned_gauge.set(len(assigned))
+                free = [tp for tp in assigned if tp not in lanes]
+                batches = {}
+                if free:
+                    try:
+                        batches = await self._consumer.getmany(*free, timeout_ms=0 if lanes else self._poll_ms,
+                                                               max_records=self._max_records)
+                    except IllegalStateError:  # a rebalance took one of them meanwhile
+                        continue
+                if not any(batches.values()):
+                    if lanes:
+                        await asyncio.wait(lanes.values(), timeout=_LANE_WAIT_S,
+                                           return_when=asyncio.FIRST_COMPLETED)
+                    elif self._uncommitted:
+                        # idle: a buffering handler may flush on time, and what it flushed is committed
+                        if await self._handle([], self._prepared([])):
+                            await self._commit()
+                    elif not free:
+                        await asyncio.sleep(self._poll_ms / 1000)  # nothing assigned yet
+                    continue
                 for tp, records in batches.items():
                     if not records:
                         continue
-                    busy = True
                     envelopes = [
                         Envelope(topic=self.topic, value=r.value or b"", key=r.key,
                                  headers=decode_headers(r.headers), partition=r.partition, offset=r.offset,
                                  timestamp_ms=r.timestamp)
                         for r in records
                     ]
-                    work = self._prepared(envelopes)  # while other batches wait on Redis or the broker
-                    previous = lanes.pop(tp, None)
-                    if previous is not None:
-                        await previous
+                    work = self._prepared(envelopes)  # while other partitions' batches wait on I/O
                     lanes[tp] = asyncio.ensure_future(
                         self._handle_and_commit(envelopes, work, {tp: records[-1].offset + 1}))
                     high = self._consumer.highwater(tp)
                     if high is not None:
                         telemetry.CONSUMER_LAG.labels(telemetry.service_name(), self.group, self.topic,
                                                       tp.partition).set(max(0, high - records[-1].offset - 1))
-                if not busy and self._uncommitted:
-                    # idle: a buffering handler may flush on time, and what it flushed is committed
-                    await self._drain(lanes)
-                    if await self._handle([], self._prepared([])):
-                        await self._commit()
             await self._drain(lanes)
             # a last call with nothing new lets a buffering handler flush before the final commit
             if self._uncommitted and await self._handle([], self._prepared([]), final=True):
