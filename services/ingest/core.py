@@ -144,7 +144,9 @@ class Prepared:
 
     stream: str
     dedup_window_s: int
-    valid: list[events_pb2.ValidatedEvent]
+    #: per valid event: (entity_id, the message, event_id), as the producer takes them (the ids kept as
+    #: Python strings: every read of a message's field makes a new one)
+    valid: list[tuple[str, events_pb2.ValidatedEvent, str]]
     rejected: list[Rejection]
     #: per valid event, where its record came from (Kafka path: one claim per event, see ``_CLAIM``)
     origins: list[str] | None = None
@@ -205,7 +207,7 @@ class Ingestor:
             raise InvalidArgument(f"at most {self._max_batch} events per request, got {len(events)}", field="events")
         schema = self.schemas.get(stream)
         rejected: list[Rejection] = []
-        valid: list[events_pb2.ValidatedEvent] = []
+        valid: list[tuple[str, events_pb2.ValidatedEvent, str]] = []
         kept: list[str] | None = [] if origins is not None else None
         now = datetime.now(UTC)
         ingested_at = timestamp_pb2.Timestamp()
@@ -218,13 +220,14 @@ class Ingestor:
                 continue
             msg = events_pb2.ValidatedEvent()
             msg.stream = stream
-            msg.event_id = ev.event_id or (default_ids[i] if default_ids else new_event_id())
+            event_id = ev.event_id or (default_ids[i] if default_ids else new_event_id())
+            msg.event_id = event_id
             msg.entity_id = ev.entity_id
             msg.schema_version = schema.version
             _set_time(msg.event_time, ev.event_time)
             msg.ingested_at.CopyFrom(ingested_at)
             _set_fields(msg.fields, ev.fields)
-            valid.append(msg)
+            valid.append((ev.entity_id, msg, event_id))
             if kept is not None and origins is not None:
                 kept.append(origins[i])
         return Prepared(stream, schema.dedup_window_s or self._window, valid, rejected, kept)
@@ -242,10 +245,8 @@ class Ingestor:
         if fresh:
             # Publish first, mark after: a crash in between republishes the same event_id, which the
             # consumers of events.validated drop; marking first could lose the event.
-            await self._producer.send_many(
-                topics.EVENTS_VALIDATED, [(ev.entity_id, ev, ev.event_id) for ev in fresh]
-            )
-            ids = _sized([ev.event_id for ev in fresh])
+            await self._producer.send_many(topics.EVENTS_VALIDATED, fresh)
+            ids = _sized([event_id for _, _, event_id in fresh])
             result.accepted = int(await self._mark(keys=[self._stats_key(stream)],
                                                    args=[prepared.dedup_window_s, self._seen_prefix(stream), ids]))
             result.duplicates += len(fresh) - result.accepted
@@ -258,30 +259,29 @@ class Ingestor:
         if valid:
             assert prepared.origins is not None
             flags = await self._claim(keys=[self._stats_key(stream)], args=[
-                prepared.dedup_window_s, self._seen_prefix(stream), _sized([ev.event_id for ev in valid]),
+                prepared.dedup_window_s, self._seen_prefix(stream), _sized([item[2] for item in valid]),
                 _sized(prepared.origins)])
-            fresh = [ev for ev, flag in zip(valid, flags, strict=True) if flag != 48]  # not b"0"
+            fresh = [item for item, flag in zip(valid, flags, strict=True) if flag != 48]  # not b"0"
             result.accepted = len(fresh)
             result.duplicates = len(valid) - len(fresh)
             if fresh:
-                await self._producer.send_many(
-                    topics.EVENTS_VALIDATED, [(ev.entity_id, ev, ev.event_id) for ev in fresh]
-                )
+                await self._producer.send_many(topics.EVENTS_VALIDATED, fresh)
         await self._count(stream, result)
         return result
 
-    async def _drop_seen(self, stream: str, valid: list[events_pb2.ValidatedEvent]) -> list[events_pb2.ValidatedEvent]:
+    async def _drop_seen(self, stream: str, valid: list[tuple[str, events_pb2.ValidatedEvent, str]]
+                         ) -> list[tuple[str, events_pb2.ValidatedEvent, str]]:
         if not valid:
             return []
-        ids = _sized([ev.event_id for ev in valid])
+        ids = _sized([item[2] for item in valid])
         seen = [c == 49 for c in await self._seen(args=[self._seen_prefix(stream), ids])]
-        fresh: list[events_pb2.ValidatedEvent] = []
-        ids: set[str] = set()
-        for ev, was_seen in zip(valid, seen, strict=True):
-            if was_seen or ev.event_id in ids:
+        fresh: list[tuple[str, events_pb2.ValidatedEvent, str]] = []
+        kept: set[str] = set()
+        for item, was_seen in zip(valid, seen, strict=True):
+            if was_seen or item[2] in kept:
                 continue
-            ids.add(ev.event_id)
-            fresh.append(ev)
+            kept.add(item[2])
+            fresh.append(item)
         return fresh
 
     async def _count(self, stream: str, result: IngestResult) -> None:

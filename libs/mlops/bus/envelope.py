@@ -57,8 +57,15 @@ class Envelope:
 
 
 def decode_headers(raw: list[tuple[str, bytes]] | tuple | None) -> dict[str, str]:
+    """Headers as text; one that is not UTF-8 is left out. (A hot path: once per record consumed.)"""
+    if not raw:
+        return {}
+    try:
+        return {k: v.decode() for k, v in raw}
+    except (UnicodeDecodeError, AttributeError):
+        pass
     out: dict[str, str] = {}
-    for k, v in raw or ():
+    for k, v in raw:
         try:
             out[k] = v.decode() if isinstance(v, bytes | bytearray) else str(v)
         except UnicodeDecodeError:
