@@ -37,6 +37,7 @@ class OfflineWriter:
         self._since = 0.0
         self._flushing = asyncio.Lock()
         self._writing = 0  # rows of the flush in progress
+        _warm_up()
 
     @property
     def pending(self) -> int:
@@ -109,6 +110,12 @@ _EPOCH_DATE = _EPOCH.date()
 _MICROSECOND = timedelta(microseconds=1)
 _DAY_US = 86_400_000_000
 _EVENT_TIME = pa.timestamp("us", tz="UTC")
+
+
+def _warm_up() -> None:
+    """Convert one row, at start: pyarrow's first conversion of Python values imports some 400 modules
+    (~0.2 s of CPU, holding the GIL), which would otherwise stall the first flush after every restart."""
+    pq.write_table(_buffered_table([("", "", 0, "", {"x": 0.0, "s": ""})]), pa.BufferOutputStream())
 
 
 def _column(values: list[Any]) -> pa.Array:
