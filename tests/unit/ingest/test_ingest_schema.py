@@ -7,7 +7,15 @@ from datetime import UTC, datetime
 import pytest
 
 from mlops.errors import NotFound
-from services.ingest.schema import EventError, FieldSpec, SchemaStore, StreamSchema, validate_event
+from services.ingest.schema import (
+    EventError,
+    FieldSpec,
+    SchemaStore,
+    StreamSchema,
+    _check_value,
+    _fast_check,
+    validate_event,
+)
 
 SCHEMA = StreamSchema(
     stream="loans",
@@ -74,3 +82,29 @@ def test_schema_store_versions_and_survives_reopen(tmp_path) -> None:
 def test_duplicate_field_names_are_refused() -> None:
     with pytest.raises(ValueError, match="duplicate"):
         StreamSchema(fields=[FieldSpec(name="a", type="int"), FieldSpec(name="a", type="float")])
+
+
+@pytest.mark.parametrize("spec", [
+    {"name": "f", "type": "float"}, {"name": "f", "type": "float", "min": 0, "max": 10},
+    {"name": "i", "type": "int"}, {"name": "i", "type": "int", "min": -1, "max": 3},
+    {"name": "b", "type": "bool"}, {"name": "s", "type": "string"},
+    {"name": "e", "type": "string", "enum": ["DE", "FR"]}, {"name": "p", "type": "string", "pii": "mask"},
+])
+def test_the_fast_checks_give_what_the_full_check_gives(spec: dict[str, object]) -> None:
+    field = FieldSpec.model_validate(spec)
+    fast = _fast_check(field)
+    for value in (0, 1, 2.0, 2.5, -3, -0.5, 11, 11.0, 1e300, float("inf"), float("-inf"), float("nan"), True, False,
+                  "DE", "FR", "x", "", "mail me at a@b.example", None, [1], {"k": 1}):
+        try:
+            want: object = ("ok", _check_value(field, value))
+        except EventError as exc:
+            want = ("error", exc.message, exc.field, exc.reason)
+        try:
+            got: object = ("ok", fast(value))
+        except EventError as exc:
+            got = ("error", exc.message, exc.field, exc.reason)
+        if want[0] == "ok" and isinstance(want[1], float) and want[1] != want[1]:
+            assert got[0] == "ok" and got[1] != got[1]
+        else:
+            assert got == want, value
+            assert type(got[1]) is type(want[1]), value
