@@ -128,11 +128,13 @@ async def relay(settings: PlatformSettings, source: str, target: str, total: int
                 ) -> Progress:
     """The baseline: consume ``source`` as consumer group ``group`` (from its committed offsets, or from the
     start) and produce every record unchanged to ``target``, committing after each batch's acks, like the
-    pipeline's consumers; nothing else. Stops after ``total`` records: a bench round reuses the group, so
-    each round relays the records preloaded for it, as the pipeline's groups do."""
+    pipeline's consumers (and with their fetch and producer settings); nothing else. Stops after ``total``
+    records: a bench round reuses the group, so each round relays the records preloaded for it, as the
+    pipeline's groups do."""
     consumer = AIOKafkaConsumer(source, bootstrap_servers=settings.kafka_bootstrap,
-                                group_id=group, auto_offset_reset="earliest",
-                                enable_auto_commit=False, max_partition_fetch_bytes=4 * 1024 * 1024)
+                                group_id=group, auto_offset_reset="earliest", enable_auto_commit=False,
+                                max_partition_fetch_bytes=4 * 1024 * 1024,
+                                fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms)
     producer = _producer(settings)
     await consumer.start()
     await producer.start()

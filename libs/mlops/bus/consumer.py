@@ -36,6 +36,7 @@ def build_consumer(settings: PlatformSettings, topic: str, group: str, **overrid
         "session_timeout_ms": settings.consumer_session_timeout_ms,
         "heartbeat_interval_ms": settings.consumer_heartbeat_interval_ms,
         "rebalance_timeout_ms": settings.consumer_rebalance_timeout_ms,
+        "fetch_max_wait_ms": settings.kafka_fetch_max_wait_ms,
         **overrides,
     }
     return AIOKafkaConsumer(topics.name(topic, settings), **options)  # type: ignore[arg-type]
