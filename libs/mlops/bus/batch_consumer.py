@@ -2,8 +2,8 @@
 
 ``mlops.bus.consumer.Consumer`` runs its handler, a span and metrics once per record (about 40 us of
 overhead each here), which caps one hop at ~25k records/s on a core. This consumer hands the handler
-every record one poll returned, with one span (continuing the first record's trace, linking a few
-more) and one metrics update per batch, and commits the
+a partition's records from one poll (up to ``max_records``), with one span (continuing the first
+record's trace, linking a few more) and one metrics update per batch, and commits the
 batch's offsets only after the handler returned ``True`` (a handler that buffers, such as the Parquet
 writer, returns ``False`` until its flush, and the offsets wait). A failing handler is retried with
 backoff on the same batch, so nothing is skipped; handlers must be idempotent by ``event_id`` (they are:
