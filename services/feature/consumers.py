@@ -11,7 +11,7 @@ Parquet write does not stop the online store: batches keep flowing, uncommitted,
 A record that is not a ``ValidatedEvent`` goes to ``events.deadletter``.
 
 Two stages for the batch consumer: :func:`prepare_validated` decodes a batch and encodes its Redis calls
-(CPU) while the previous batch is applied by :func:`on_validated` (Redis round trips).
+(CPU) while other batches are applied by :func:`on_validated` (Redis round trips).
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ class ValidatedBatch:
 
 
 def prepare_validated(core: FeatureCore) -> Callable[[Sequence[Envelope]], ValidatedBatch]:
-    """The CPU stage of a batch, which the batch consumer runs while the previous batch is in Redis."""
+    """The CPU stage of a batch, which the batch consumer runs while other batches are in Redis."""
 
     def prepare(envelopes: Sequence[Envelope]) -> ValidatedBatch:
         good, bad = _decoded(envelopes)

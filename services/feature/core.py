@@ -24,8 +24,6 @@ APPLIED = Counter("mlops_feature_events_total", "Validated events seen by the fe
                   ["store", "outcome"])
 
 
-
-
 def struct_to_dict(fields: struct_pb2.Struct) -> dict[str, Any]:
     """A Struct as plain Python values (what ``MessageToDict`` gives, about three times faster)."""
     out: dict[str, Any] = {}
@@ -50,7 +48,6 @@ def struct_to_dict(fields: struct_pb2.Struct) -> dict[str, Any]:
 class PreparedEvents:
     """A batch of validated events ready to apply (:meth:`FeatureCore.prepare`)."""
 
-    events: int
     online_calls: list[list[str | int]]
     offline_rows: list[tuple[str, str, int, str, dict[str, Any]]]
     quality: dict[tuple[str, str, str], int]
@@ -79,7 +76,7 @@ class FeatureCore:
 
     def prepare(self, events: Sequence[tuple[str, events_pb2.ValidatedEvent]]) -> PreparedEvents:
         """The CPU part of :meth:`apply` (decode, encode the Redis calls, count quality), with no effects:
-        done while the previous batch is in Redis."""
+        done while other batches are in Redis."""
         batch = []
         rows = []
         for event_id, ev in events:
@@ -88,7 +85,7 @@ class FeatureCore:
             seconds, nanos = ts.seconds, ts.nanos
             batch.append(OnlineEvent(event_id, entity, stream, seconds * 1000 + nanos // 1_000_000, fields))
             rows.append((stream, entity, seconds * 1_000_000 + nanos // 1000, event_id, fields))
-        return PreparedEvents(len(batch), self.online.encode(batch), rows, self.quality.count(batch))
+        return PreparedEvents(self.online.encode(batch), rows, self.quality.count(batch))
 
     async def apply_prepared(self, prepared: PreparedEvents) -> None:
         self.offline.extend(prepared.offline_rows)
@@ -96,7 +93,7 @@ class FeatureCore:
         # Quality counts every event delivered: rates, which a rare redelivery barely moves.
         await self.quality.record(prepared.quality)
         APPLIED.labels("online", "applied").inc(result.applied)
-        APPLIED.labels("offline", "buffered").inc(prepared.events)
+        APPLIED.labels("offline", "buffered").inc(len(prepared.offline_rows))
         if result.duplicates:
             APPLIED.labels("online", "duplicate").inc(result.duplicates)
         if result.late:

@@ -49,16 +49,9 @@ class OfflineWriter:
         """Seconds since the oldest buffered row came in (0 when none)."""
         return time.monotonic() - self._since if self._rows else 0.0
 
-    def add_event(self, stream: str, entity_id: str, time_us: int, event_id: str, fields: dict[str, Any]) -> None:
-        """Buffer one event: ``time_us`` its event time in microseconds since the epoch (UTC); ``fields``
-        are kept by reference (meta names among them are dropped when written)."""
-        if not self._rows:
-            self._since = time.monotonic()
-        self._rows.append((stream, entity_id, time_us, event_id, fields))
-
     def extend(self, rows: list[_Buffered]) -> None:
-        """Buffer many events, each as :meth:`add_event` takes it: ``(stream, entity_id, time_us, event_id,
-        fields)``."""
+        """Buffer events, each ``(stream, entity_id, event time in microseconds since the epoch (UTC),
+        event_id, fields)``; fields are kept by reference (meta names among them are dropped when written)."""
         if rows and not self._rows:
             self._since = time.monotonic()
         self._rows.extend(rows)
@@ -70,7 +63,7 @@ class OfflineWriter:
         if when.tzinfo is None:
             when = when.replace(tzinfo=UTC)
         fields = {k: v for k, v in row.items() if k not in META_COLUMNS}
-        self.add_event(stream, row["entity_id"], (when - _EPOCH) // _MICROSECOND, row["event_id"], fields)
+        self.extend([(stream, row["entity_id"], (when - _EPOCH) // _MICROSECOND, row["event_id"], fields)])
 
     async def flush(self) -> int:
         """Write every buffered row (files appear atomically); returns how many rows were written. Flushes

@@ -124,7 +124,7 @@ class OnlineStore:
 
     def encode(self, events: Sequence[OnlineEvent]) -> list[list[str | int]]:
         """The apply script's arguments for ``events``, one call per ``MAX_EVENTS_PER_CALL`` (CPU only:
-        done while the previous batch is in Redis)."""
+        done while other batches are in Redis)."""
         calls = []
         for start in range(0, len(events), MAX_EVENTS_PER_CALL):
             chunk = events[start : start + MAX_EVENTS_PER_CALL]

@@ -59,9 +59,6 @@ class Quality:
                         counts[(view.name, name, "out_of_range")] += 1
         return counts
 
-    async def observe(self, events: Sequence[OnlineEvent]) -> None:
-        await self.record(self.count(events))
-
     async def record(self, counts: dict[tuple[str, str, str], int]) -> None:
         """Add what :meth:`count` counted to the counters."""
         if not counts:

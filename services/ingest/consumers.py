@@ -1,9 +1,9 @@
 """Kafka adapter of ingest: records on ``events.raw`` (JSON, or protobuf ``RawEvent``) are validated like
-REST events, a batch at a time (grouped by stream: one dedup check, one produce, one mark per group); a
+REST events, a batch at a time (grouped by stream: one claim of the event_ids, one produce per group); a
 record that cannot be ingested goes to ``events.deadletter``, unchanged, with the reason in headers.
 
 Two stages for the batch consumer: :func:`prepare_raw` parses, validates and encodes a batch (CPU) while
-the previous batch is published by :func:`on_raw` (Redis and broker round trips)."""
+other batches are published by :func:`on_raw` (Redis and broker round trips)."""
 
 from __future__ import annotations
 
@@ -111,7 +111,7 @@ class RawBatch:
 
 def prepare_raw(ingestor: Ingestor) -> Callable[[Sequence[Envelope]], RawBatch]:
     """The CPU stage of a batch of ``events.raw`` (parse, validate, encode), which the batch consumer
-    runs while the previous batch is published; raises only for what is not the records' fault."""
+    runs while other batches are published; raises only for what is not the records' fault."""
 
     def prepare(envelopes: Sequence[Envelope]) -> RawBatch:
         batch = RawBatch()
@@ -145,7 +145,7 @@ def prepare_raw(ingestor: Ingestor) -> Callable[[Sequence[Envelope]], RawBatch]:
 
 
 def on_raw(ingestor: Ingestor, producer: Producer) -> BatchHandler:
-    """Publishes a prepared batch (:func:`prepare_raw`): dedup, produce, mark, dead letters."""
+    """Publishes a prepared batch (:func:`prepare_raw`): claim the event_ids, produce, dead letters."""
 
     async def handle(batch: RawBatch, final: bool) -> bool:
         dead = list(batch.dead)

@@ -237,7 +237,7 @@ class Ingestor:
         stream, valid = prepared.stream, prepared.valid
         result = IngestResult(rejected=prepared.rejected)
         if prepared.origins is not None:
-            return await self._claim_and_publish(prepared, result)
+            return await self._claim_and_publish(prepared, prepared.origins, result)
         fresh = await self._drop_seen(stream, valid)
         result.duplicates = len(valid) - len(fresh)
         if result.duplicates:
@@ -253,14 +253,14 @@ class Ingestor:
         await self._count(stream, result)
         return result
 
-    async def _claim_and_publish(self, prepared: Prepared, result: IngestResult) -> IngestResult:
+    async def _claim_and_publish(self, prepared: Prepared, origins: list[str], result: IngestResult
+                                 ) -> IngestResult:
         """The Kafka path: claim, then publish what this record may publish (one Redis round trip)."""
         stream, valid = prepared.stream, prepared.valid
         if valid:
-            assert prepared.origins is not None
             flags = await self._claim(keys=[self._stats_key(stream)], args=[
                 prepared.dedup_window_s, self._seen_prefix(stream), _sized([item[2] for item in valid]),
-                _sized(prepared.origins)])
+                _sized(origins)])
             fresh = [item for item, flag in zip(valid, flags, strict=True) if flag != 48]  # not b"0"
             result.accepted = len(fresh)
             result.duplicates = len(valid) - len(fresh)

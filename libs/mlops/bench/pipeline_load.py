@@ -8,6 +8,7 @@ import json
 import os
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -196,36 +197,38 @@ def _counter_lines(metrics_text: str, name: str, **labels: str) -> float:
     return counter(lines, name, **labels) if lines else 0.0
 
 
-async def follow(url: str, name: str, labels: dict[str, str], progress: Progress, timeout_s: float,
-                 headers: dict[str, str], interval_s: float = 0.1) -> None:
-    """Poll a service's /metrics until ``name{labels}`` reaches the total."""
+async def _poll(url: str, name: str, labels: dict[str, str], headers: dict[str, str], timeout_s: float,
+                interval_s: float, done: Callable[[float, float], bool]) -> bool:
+    """Poll a service's /metrics until ``done(value of name{labels}, time read)``; False at the timeout."""
     deadline = time.perf_counter() + timeout_s
     async with httpx.AsyncClient(timeout=10, headers=headers) as http:
         while time.perf_counter() < deadline:
             try:
                 text = (await http.get(url)).text
-                progress.see(int(_counter_lines(text, name, **labels)), time.perf_counter())
+                if done(_counter_lines(text, name, **labels), time.perf_counter()):
+                    return True
             except httpx.HTTPError:
                 pass
-            if progress.t_done is not None:
-                return
             await asyncio.sleep(interval_s)
-    raise TimeoutError(f"{name} did not reach {progress.total} within {timeout_s:.0f}s")
+    return False
+
+
+async def follow(url: str, name: str, labels: dict[str, str], progress: Progress, timeout_s: float,
+                 headers: dict[str, str], interval_s: float = 0.1) -> None:
+    """Poll a service's /metrics until ``name{labels}`` reaches the total."""
+    def seen(value: float, now: float) -> bool:
+        progress.see(int(value), now)
+        return progress.t_done is not None
+
+    if not await _poll(url, name, labels, headers, timeout_s, interval_s, seen):
+        raise TimeoutError(f"{name} did not reach {progress.total} within {timeout_s:.0f}s")
 
 
 async def wait_assigned(url: str, group: str, partitions: int, timeout_s: float, headers: dict[str, str]) -> None:
     """Poll a service's /metrics until its consumer ``group`` holds ``partitions`` partitions."""
-    deadline = time.perf_counter() + timeout_s
-    async with httpx.AsyncClient(timeout=10, headers=headers) as http:
-        while time.perf_counter() < deadline:
-            try:
-                text = (await http.get(url)).text
-                if _counter_lines(text, "mlops_consumer_assigned_partitions", group=group) >= partitions:
-                    return
-            except httpx.HTTPError:
-                pass
-            await asyncio.sleep(0.05)
-    raise TimeoutError(f"consumer group {group} did not get its {partitions} partitions within {timeout_s:.0f}s")
+    if not await _poll(url, "mlops_consumer_assigned_partitions", {"group": group}, headers, timeout_s, 0.05,
+                       lambda value, _: value >= partitions):
+        raise TimeoutError(f"consumer group {group} did not get its {partitions} partitions within {timeout_s:.0f}s")
 
 
 async def read_latency(address: str, entities: list[str], calls: int, metadata: list[tuple[str, str]]

@@ -91,7 +91,7 @@ class BatchConsumer:
         # One lane per partition: a partition's batches are handled one at a time, in order; different
         # partitions' batches are handled concurrently (keys, and so entities, never span partitions).
         lanes: dict[TopicPartition, asyncio.Task[None]] = {}
-        self._assigned_gauge = telemetry.CONSUMER_ASSIGNED.labels(telemetry.service_name(), self.group, self.topic)
+        assigned_gauge = telemetry.CONSUMER_ASSIGNED.labels(telemetry.service_name(), self.group, self.topic)
         try:
             while not self._stopping.is_set():
                 for tp, task in list(lanes.items()):
@@ -101,7 +101,7 @@ class BatchConsumer:
                 # Fetch only for partitions whose lane is free (a poll drains one partition's buffer first,
                 # so asking for all would mostly hand back the busy one); without waiting while lanes work.
                 assigned = self._consumer.assignment()
-                self._assigned_gauge.set(len(assigned))
+                assigned_gauge.set(len(assigned))
                 free = [tp for tp in assigned if tp not in lanes]
                 batches = {}
                 if free:
