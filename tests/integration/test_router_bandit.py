@@ -136,9 +136,16 @@ async def test_feedback_moves_the_shared_bandit_and_the_winner_is_promoted(stack
         assert arms[f"v{v2.version}"]["mean"] > arms["primary"]["mean"]
         assert event["details"]["prob_best"] >= 0.95
         assert [v["name"] for v in final["variants"]] == [f"v{v2.version}"]
-        # Both replicas report the same state: one set of statistics, in Redis.
-        other = (await http.get(f"{first}/v1/endpoints/{endpoint}")).json()
-        assert other["variants"] == final["variants"] and other["events"] == final["events"]
+        # Both replicas report the same state: one set of statistics, in Redis. Rewards of decisions still
+        # pending keep arriving after the promotion, so the two are read back to back until no reward
+        # lands between the reads (two reads apart in time could differ by one reward, not by a replica).
+        async def same_state() -> Any:
+            a = (await http.get(f"{second_router}/v1/endpoints/{endpoint}")).json()
+            b = (await http.get(f"{first}/v1/endpoints/{endpoint}")).json()
+            return a["variants"] == b["variants"] and a["events"] == b["events"] and (a, b)
+
+        agreed, _ = await _poll("both replicas to report the same state", same_state)
+        assert agreed["events"][:len(final["events"])] == final["events"]
 
         # The registry made it so: v2 is production, v1 archived.
         async def stage(version: str) -> str:
