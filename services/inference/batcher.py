@@ -20,8 +20,10 @@ request on the event loop, so those go to the thread. The first passes of a vers
 until the average is known.
 
 The per-request path is kept to a deque append and a future: ``submit`` is a plain function returning
-the future (no coroutine frame), the worker is woken through one future only when it sleeps, and the
-timer exists only while a batch is waiting for company.
+the future (no coroutine frame), and the timer exists only while a batch is waiting for company. While a
+batch waits, arrivals do not wake the worker: it wakes once, when the queued rows would fill the batch or
+when the wait is over, and takes them all then (a wake-up per arrival cost ~5 us of event-loop time per
+request at concurrency 64).
 """
 
 from __future__ import annotations
@@ -115,6 +117,9 @@ class DynamicBatcher:
         self.executing = 0
         self._last_batch_requests = 0
         self._wakeup: asyncio.Future[None] | None = None
+        #: rows of the batch waiting for company (None: no batch is waiting): arrivals wake the worker only
+        #: once they would fill it.
+        self._waiting_rows: int | None = None
         self._worker: asyncio.Task[None] | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._closed = False
@@ -154,7 +159,9 @@ class DynamicBatcher:
         self._pending.append(_Item(rows, future))
         self.queued_rows += n
         if self._wakeup is not None:
-            _wake(self._wakeup)
+            waiting = self._waiting_rows
+            if waiting is None or waiting + self.queued_rows >= self.max_batch_size:
+                _wake(self._wakeup)
         return future
 
     async def close(self) -> None:
@@ -211,17 +218,15 @@ class DynamicBatcher:
             wait = self.max_queue_delay_s
             if self.adaptive and self._last_batch_requests <= 1:
                 wait = 0.0
-            if wait > 0.0 and not self._closed:
-                deadline = batch[0].enqueued + wait
-                while rows < self.max_batch_size and not self._pending and not self._closed:
-                    remaining = deadline - time.perf_counter()
-                    if remaining <= 0:
-                        break
-                    await self._sleep(remaining)
-                    if self._pending:
-                        rows = self._take(batch, rows)
-                        if self._pending:  # the next one does not fit: this batch is full
-                            break
+            if wait > 0.0 and rows < self.max_batch_size and not self._pending and not self._closed:
+                remaining = batch[0].enqueued + wait - time.perf_counter()
+                if remaining > 0:
+                    self._waiting_rows = rows
+                    try:
+                        await self._sleep(remaining)
+                    finally:
+                        self._waiting_rows = None
+                    rows = self._take(batch, rows)
             self._last_batch_requests = len(batch)
             await self._execute(batch, rows)
 

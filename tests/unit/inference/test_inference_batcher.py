@@ -97,6 +97,30 @@ async def test_requests_arriving_within_the_delay_join_the_batch() -> None:
     await batcher.close()
 
 
+async def test_a_waiting_batch_goes_when_the_queue_would_fill_it_not_before() -> None:
+    fwd = Recorder()
+    # A delay no test could sit out: finishing at all shows each batch went because it was full.
+    batcher = DynamicBatcher(fwd, max_batch_size=8, max_queue_delay_s=3600.0, adaptive=False)
+    batcher.start()
+
+    def rows(n: int, value: float) -> np.ndarray:
+        return np.full((n, 1), value, dtype=np.float32)
+
+    first = batcher.submit(rows(2, 1))
+    await asyncio.sleep(0)  # the worker takes the first and waits for company
+    second = batcher.submit(rows(3, 2))  # 5 rows: not full, the batch keeps waiting
+    await asyncio.sleep(0.01)
+    assert fwd.batches == [] and not first.done()
+    third = batcher.submit(rows(4, 3))  # 9 rows would not fit: the 5 go now, the 4 start the next batch
+    await asyncio.wait_for(asyncio.gather(first, second), 10)
+    fourth = batcher.submit(rows(4, 4))  # fills the next batch
+    results = await asyncio.wait_for(asyncio.gather(third, fourth), 10)
+    assert fwd.batches == [5, 8]
+    np.testing.assert_array_equal(results[0], rows(4, 6))
+    np.testing.assert_array_equal(results[1], rows(4, 8))
+    await batcher.close()
+
+
 async def test_adaptive_skips_the_delay_for_a_sequential_client_but_batches_bursts() -> None:
     fwd = Recorder()
     # A delay no test could sit out: sequential calls finishing at all shows they did not wait for it.
