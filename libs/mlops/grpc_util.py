@@ -74,7 +74,9 @@ def _wrap_unary(
     method: str,
     guard: Guard | None = None,
     producer: Callable[[], Producer | None] = lambda: None,
+    streaming: bool = False,
 ) -> Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]:
+    """``fn`` (a unary-response method; ``streaming`` when its requests come as a stream) instrumented."""
     m = _Method(service, method, guard)
 
     async def handler(request: Any, context: grpc.aio.ServicerContext) -> Any:
@@ -83,15 +85,16 @@ def _wrap_unary(
         # start_span + attach rather than start_as_current_span: the context-manager machinery costs more
         # than the span on the hot path.
         if ctx is _ROOT and not telemetry.exporting():
-            span: trace.Span = trace.INVALID_SPAN  # no caller trace to continue, no one to read a span
+            # No caller trace to continue and no one to read a span: the call's own (empty) context stands.
+            span: trace.Span = trace.INVALID_SPAN
+            token = None
         else:
             span = telemetry.tracer().start_span(m.name, context=ctx, kind=trace.SpanKind.SERVER,
                                                  attributes=m.attributes)
-        token = otel_context.attach(trace.set_span_in_context(span, ctx))
+            token = otel_context.attach(trace.set_span_in_context(span, ctx))
         code = "OK"
         try:
             # Client-streaming requests are checked before the stream is read.
-            streaming = hasattr(request, "__aiter__")
             permission = m.permission or policy.grpc_permission(method, None if streaming else request)
             if not m.open:
                 assert guard is not None
@@ -117,7 +120,8 @@ def _wrap_unary(
             raise
         finally:
             span.end()
-            otel_context.detach(token)
+            if token is not None:
+                otel_context.detach(token)
             (m.ok if code == "OK" else m.requests(code)).inc()
             m.latency.observe(time.perf_counter() - start)
 
@@ -179,7 +183,7 @@ class ServerInstrumentation:
             )
         if handler.stream_unary is not None:
             return grpc.stream_unary_rpc_method_handler(
-                _wrap_unary(handler.stream_unary, self._service, method, self._guard, self._producer),
+                _wrap_unary(handler.stream_unary, self._service, method, self._guard, self._producer, streaming=True),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )

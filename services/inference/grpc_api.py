@@ -97,26 +97,28 @@ def parameters_to_proto(params: dict[str, Any], target: Any) -> None:
 
 
 def request_from_proto(request: service_pb2.ModelInferRequest) -> InferRequest:
+    # Every field is read once: each read of a protobuf field from Python builds a new object.
     raw = request.raw_input_contents
-    if raw and len(raw) != len(request.inputs):
-        raise InvalidArgument(
-            f"{len(raw)} raw_input_contents for {len(request.inputs)} inputs", field="raw_input_contents"
-        )
+    inputs = request.inputs
+    if raw and len(raw) != len(inputs):
+        raise InvalidArgument(f"{len(raw)} raw_input_contents for {len(inputs)} inputs", field="raw_input_contents")
     tensors: list[Tensor] = []
-    for i, item in enumerate(request.inputs):
-        shape = list(item.shape)
+    for i, item in enumerate(inputs):
+        name, datatype = item.name, item.datatype
         if raw:
-            array = codec.from_raw(item.name, item.datatype, shape, raw[i])
+            array = codec.from_raw(name, datatype, item.shape, raw[i])
         else:
-            array = tensor_from_contents(item.name, item.datatype, shape, item.contents)
-        tensors.append(Tensor(item.name, item.datatype, array))
+            array = tensor_from_contents(name, datatype, list(item.shape), item.contents)
+        tensors.append(Tensor(name, datatype, array))
+    outputs = request.outputs
+    parameters = request.parameters
     return InferRequest(
         model=request.model_name,
         version=request.model_version,
         id=request.id,
         inputs=tensors,
-        outputs=[o.name for o in request.outputs],
-        parameters=parameters_from_proto(request.parameters) if request.parameters else {},
+        outputs=[o.name for o in outputs] if outputs else [],
+        parameters=parameters_from_proto(parameters) if parameters else {},
     )
 
 
