@@ -45,6 +45,8 @@ from mlops.settings import REPO_ROOT, PlatformSettings
 
 MODEL = "mlp"
 SERIES = (1, 64)  # rows per request
+#: what the load generator reads of the CPU over a measured window (see mlops.bench.cpu).
+CPU_KEYS = ("server_cpu_us_per_req", "server_main_thread_cpu_us_per_req", "loadgen_cpu_us_per_req", "idle_cores")
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,8 @@ class Target:
     port: int
     proc: subprocess.Popen[bytes] | None = None
     samples: dict[tuple[int, int], list[dict[str, Any]]] = field(default_factory=dict)
+    #: the process whose CPU is read while this target is measured (the service's for its REST side).
+    pid: int | None = None
 
 
 # -- processes -------------------------------------------------------------------------------------------
@@ -156,6 +160,9 @@ def loadgen(target: Target, rows: int, concurrency: int, plan: Plan) -> dict[str
            "--target", f"127.0.0.1:{target.port}", "--model", MODEL, "--rows", str(rows),
            "--features", str(FEATURES), "--outputs", str(OUTPUTS), "--concurrency", str(concurrency),
            "--duration", str(plan.seconds), "--warmup", str(plan.warmup)]
+    pid = target.pid or (target.proc.pid if target.proc is not None else None)
+    if pid:
+        cmd += ["--server-pid", str(pid)]
     out = subprocess.run(cmd, env=clean_env(), capture_output=True, text=True, timeout=plan.seconds * 4 + 120)
     if out.returncode != 0:
         raise RuntimeError(f"load generator failed against {target.name}: {out.stderr[-1500:]}")
@@ -209,6 +216,7 @@ def servers(workdir: Path, model: Path, console: Console, notes: list[str]) -> I
             MLOPS_INFERENCE_TORCH_THREADS="1",
         ), logs / "service.log")
         service_rest.proc = None  # the same process
+        service_rest.pid = service.proc.pid
         started.append((service, logs / "service.log"))
         noop.proc = spawn([sys.executable, "-m", "mlops.bench.inference_servers", "noop", "--port", str(noop.port)],
                           clean_env(), logs / "noop.log")
@@ -278,6 +286,10 @@ def report(result: Result, targets: list[Target], plan: Plan, raw: Target) -> No
             f[f"{prefix}_p50_ms"] = median_of(samples, "p50_ms")
             f[f"{prefix}_p99_ms"] = median_of(samples, "p99_ms")
             f[f"{prefix}_errors"] = sum(s["errors"] for s in samples)
+            for key in CPU_KEYS:
+                value = median_of(samples, key)
+                if value == value:  # not NaN: the CPU was read (Linux)
+                    f[f"{prefix}_{key}"] = value
 
     def ratio(a: str, b: str) -> float:
         return f[a] / f[b] if f.get(a) is not None and f.get(b) else float("nan")
@@ -304,8 +316,39 @@ def report(result: Result, targets: list[Target], plan: Plan, raw: Target) -> No
         if "mlserver_64row_c64_req_per_s" in f:
             result.figure("throughput_ratio_vs_mlserver_c64_64row",
                           ratio("service_64row_c64_req_per_s", "mlserver_64row_c64_req_per_s"))
+        cpu_budget(result, f, raw)
     for key, value in f.items():
         result.figure(key, value)
+
+
+def cpu_budget(result: Result, f: dict[str, float], raw: Target) -> None:
+    """The cores two targets need at the least, measured in this run: at the target's rate, each request costing
+    the no-op server's CPU and the load generator's (and, for 64 rows, the raw forward pass of its rows). No
+    server that does the work can need less; beside the machine's core count this says whether a target is
+    within reach of this machine at all."""
+    cpus = os.cpu_count() or 1
+
+    def cpu(prefix: str) -> float | None:
+        server, loadgen = f.get(f"{prefix}_server_cpu_us_per_req"), f.get(f"{prefix}_loadgen_cpu_us_per_req")
+        return None if server is None or loadgen is None else server + loadgen
+
+    transport64, raw64 = cpu("noop_64row_c64"), raw.samples.get((64, 0))
+    if transport64 is not None and raw64 and f.get("raw_forward_batch64_rows_per_s"):
+        rate = 0.5 * f["raw_forward_batch64_rows_per_s"] / 64
+        forward_us = median_of(raw64, "p50_ms") * 1000
+        need = rate * (transport64 + forward_us) / 1e6
+        result.figure("cores_needed_for_fraction_of_raw_forward_target", need)
+        if need > cpus:
+            result.notes.append(
+                f"fraction_of_raw_forward_batch64_c64 >= 0.5 means {rate:,.0f} 64-row requests/s; at the no-op "
+                f"server's and the load generator's CPU per request ({transport64:.0f} us) plus the raw forward "
+                f"pass ({forward_us:.0f} us) that is {need:.2f} cores, and this machine has {cpus}")
+    transport1, naive = cpu("noop_1row_c64"), f.get("naive_1row_c64_req_per_s")
+    if transport1 is not None and naive:
+        result.figure("cores_needed_for_naive_target", 5 * naive * transport1 / 1e6)
+        main = f.get("noop_1row_c64_server_main_thread_cpu_us_per_req")
+        if main is not None:
+            result.figure("noop_event_loop_load_at_naive_target", 5 * naive * main / 1e6)
 
 
 def run(quick: bool, console: Console) -> Result:

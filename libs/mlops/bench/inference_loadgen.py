@@ -10,6 +10,10 @@ numbers: gRPC requests are serialized once and sent as bytes through a bare ``un
 hand-written keep-alive HTTP/1.1 connections with a pre-built request. ``concurrency`` clients each send
 their next request as soon as the previous answer arrives (a closed loop, as MLServer's and Triton's
 own load tools do).
+
+Over the measured window it also reads where the CPU went (:mod:`mlops.bench.cpu`): its own CPU per
+request, the server's (``--server-pid``: the process tree and its main thread) and the machine's idle
+cores, so a figure can be told apart as the server's limit or the machine's.
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
+from mlops.bench.cpu import Reading, usage
 
 MODEL_INFER = "/inference.GRPCInferenceService/ModelInfer"
 #: every this-many responses per client, one is parsed and checked (the first one always is).
@@ -201,14 +207,25 @@ def summarize(stats: Stats, seconds: float, rows: int) -> dict[str, Any]:
     }
 
 
+async def _read_cpu(begin: float, end: float, server_pid: int | None) -> tuple[Reading, Reading]:
+    """The CPU counters at the start and at the end of the measured window."""
+    loop = asyncio.get_running_loop()
+    await asyncio.sleep(max(0.0, begin - loop.time()))
+    first = Reading.now(server_pid)
+    await asyncio.sleep(max(0.0, end - loop.time()))
+    return first, Reading.now(server_pid)
+
+
 async def drive(args: argparse.Namespace) -> dict[str, Any]:
     stats = Stats()
     loop = asyncio.get_running_loop()
     t0 = loop.time()
     begin, end = t0 + args.warmup, t0 + args.warmup + args.duration
     clients: Callable[..., Awaitable[None]] = _grpc_clients if args.protocol == "grpc" else _rest_clients
+    readings = asyncio.create_task(_read_cpu(begin, end, args.server_pid))
     await clients(args, lambda: loop.time() >= end, stats, lambda: begin <= loop.time() < end)
-    return summarize(stats, args.duration, args.rows)
+    first, last = await readings
+    return summarize(stats, args.duration, args.rows) | usage(first, last, args.duration, len(stats.latencies))
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -224,6 +241,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--channels", type=int, default=4, help="gRPC connections shared by the clients")
     parser.add_argument("--duration", type=float, default=5.0, help="measured seconds")
     parser.add_argument("--warmup", type=float, default=1.0, help="seconds sent before measuring")
+    parser.add_argument("--server-pid", type=int, default=None,
+                        help="the server's process: its CPU per request is measured too (Linux)")
     return parser.parse_args(argv)
 
 

@@ -37,7 +37,7 @@ async def test_load_generator_drives_a_v2_server(model: Path, kind: str, protoco
     try:
         bench.wait_ready(target, 60, Path(os.devnull))
         args = parse_args(["--protocol", protocol, "--target", f"127.0.0.1:{port}", "--rows", "3",
-                           "--concurrency", "4", "--duration", "0.5", "--warmup", "0.1"])
+                           "--concurrency", "4", "--duration", "0.5", "--warmup", "0.1", "--server-pid", str(proc.pid)])
         result = await drive(args)
     finally:
         bench.stop(proc)
@@ -45,6 +45,10 @@ async def test_load_generator_drives_a_v2_server(model: Path, kind: str, protoco
     assert result["requests"] > 0 and result["checked"] >= 4
     assert result["rows_per_s"] == pytest.approx(3 * result["req_per_s"])
     assert 0 < result["p50_ms"] <= result["p99_ms"]
+    if sys.platform == "linux":  # where the CPU is read: the server and the load generator both worked
+        assert result["server_cpu_us_per_req"] > 0 and result["loadgen_cpu_us_per_req"] > 0
+        assert 0 < result["server_main_thread_cpu_us_per_req"] <= result["server_cpu_us_per_req"]
+        assert 0 <= result["idle_cores"] <= (os.cpu_count() or 1)
 
 
 def test_the_load_generator_reports_wrong_answers(model: Path) -> None:
@@ -84,3 +88,28 @@ def test_contract_keys_and_targets_from_samples() -> None:
     assert {k for k, t in result.targets.items() if t["met"]} == {
         "throughput_ratio_vs_naive_c64", "throughput_ratio_vs_mlserver_c64", "p99_ratio_vs_mlserver_c64",
         "fraction_of_noop_server_c64"}
+
+
+def test_the_cpu_budget_of_the_targets_from_samples() -> None:
+    plan = bench.Plan(levels=(64,), rounds=1, seconds=1, warmup=0, raw_seconds=1)
+    cpu = {"server_cpu_us_per_req": 120.0, "server_main_thread_cpu_us_per_req": 80.0,
+           "loadgen_cpu_us_per_req": 80.0, "idle_cores": 0.1}
+    targets = []
+    for name, rate in {"service": 3000, "noop": 4000, "naive": 500}.items():
+        t = bench.Target(name, "grpc", 0)
+        t.samples = {(1, 64): [sample(rate, 1, 10) | cpu], (64, 64): [sample(rate / 2, 64, 10) | cpu]}
+        targets.append(t)
+    raw = bench.Target("raw", "raw", 0)
+    # 64-row batches: 960,000 rows/s, 50 us each.
+    raw.samples = {(1, 0): [sample(30000, 1, 0.03)], (64, 0): [sample(15000, 64, 0.1) | {"p50_ms": 0.05}]}
+    result = Result("inference")
+    bench.report(result, targets, plan, raw)
+    f = result.figures
+    assert f["noop_1row_c64_server_cpu_us_per_req"] == 120.0 and f["noop_64row_c64_idle_cores"] == 0.1
+    # Half the raw pass: 7,500 requests/s, each 120 + 80 us of transport and 50 us of forward pass.
+    assert f["cores_needed_for_fraction_of_raw_forward_target"] == pytest.approx(7500 * 250 / 1e6)
+    # Five times the naive server: 2,500 requests/s at 200 us, the no-op's event loop at 80 us of them.
+    assert f["cores_needed_for_naive_target"] == pytest.approx(0.5)
+    assert f["noop_event_loop_load_at_naive_target"] == pytest.approx(0.2)
+    needs = f["cores_needed_for_fraction_of_raw_forward_target"]
+    assert (needs > (os.cpu_count() or 1)) == any("this machine has" in note for note in result.notes)
