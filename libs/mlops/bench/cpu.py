@@ -46,12 +46,18 @@ def _children(pid: int) -> list[int]:
     return out
 
 
+def process_cpu_s(pid: int) -> float | None:
+    """CPU seconds (user + system) used so far by ``pid`` (None when it is gone or ``/proc`` cannot say)."""
+    fields = _stat_fields(_PROC / str(pid) / "stat")
+    return None if fields is None else _cpu_s(fields)
+
+
 def process_tree_cpu_s(pid: int) -> float | None:
     """CPU seconds used so far by ``pid`` and its descendants (None where ``/proc`` cannot say)."""
-    fields = _stat_fields(_PROC / str(pid) / "stat")
-    if fields is None:
+    own = process_cpu_s(pid)
+    if own is None:
         return None
-    return _cpu_s(fields) + sum(_cpu_s(_stat_fields(_PROC / str(kid) / "stat")) for kid in _children(pid))
+    return own + sum(process_cpu_s(kid) or 0.0 for kid in _children(pid))
 
 
 def main_thread_cpu_s(pid: int) -> float | None:

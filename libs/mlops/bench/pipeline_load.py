@@ -5,19 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 
 import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from prometheus_client.parser import text_string_to_metric_families
 
 from mlops.bench.common import percentile
+from mlops.bench.cpu import process_cpu_s
 from mlops.grpc_util import channel
 from mlops.settings import PlatformSettings
 from mlops.v1 import feature_pb2, feature_pb2_grpc
@@ -159,25 +158,16 @@ async def relay(settings: PlatformSettings, source: str, target: str, total: int
     return progress
 
 
-def cpu_seconds(pid: int) -> float:
-    """CPU time (user + system) a process has used so far, from /proc (0 when it is gone)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 class CpuMeter:
     """CPU time used by some processes between two readings: a cost per event that other users of a
     shared machine do not move the way they move rates."""
 
     def __init__(self, pids: dict[str, int]) -> None:
         self.pids = pids
-        self.start = {name: cpu_seconds(pid) for name, pid in pids.items()}
+        self.start = {name: (process_cpu_s(pid) or 0.0) for name, pid in pids.items()}
 
     def used(self) -> dict[str, float]:
-        return {name: cpu_seconds(pid) - self.start[name] for name, pid in self.pids.items()}
+        return {name: (process_cpu_s(pid) or 0.0) - self.start[name] for name, pid in self.pids.items()}
 
 
 def counter(metrics_text: str, name: str, **labels: str) -> float:
