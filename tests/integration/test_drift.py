@@ -188,6 +188,18 @@ async def test_a_feature_shift_against_the_registry_reference_asks_for_a_candida
     assert len(more) == 1, "one shift, one alert"
 
 
+async def _wait_for_labels(http: httpx.AsyncClient, stack: Stack, model: str, version: str, n: int) -> None:
+    """Until the drift service has counted ``n`` labels of the version (30 s at most)."""
+    seen = 0
+    for _ in range(300):
+        r = await http.get(stack.url("drift", f"/v1/drift/{model}/{version}"))
+        seen = r.json().get("labels", 0) if r.status_code == 200 else 0
+        if seen >= n:
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"drift counted {seen} labels of {model}/{version}, expected {n}")
+
+
 async def test_concept_drift_in_outcomes_closes_its_part_of_the_loop(stack: Stack) -> None:
     """Predictions -> outcomes via the feedback API -> labels -> concept alert -> training request."""
     model = f"dl{uuid.uuid4().hex[:8]}"
@@ -209,10 +221,14 @@ async def test_concept_drift_in_outcomes_closes_its_part_of_the_loop(stack: Stac
         outcomes.append({"prediction_id": pid, "label": predicted if agree else 1 - predicted})
     await _produce(preds)
     async with httpx.AsyncClient(timeout=30) as http:
-        for start in range(0, n, 100):  # outcomes arrive over time, as in production
+        for start in range(0, n, 100):
             r = await http.post(stack.url("feedback", "/v1/feedback"), json=outcomes[start:start + 100])
             assert r.status_code == 202, r.text
-            await asyncio.sleep(0.2)
+            # Outcomes arrive over time, as in production: the next batch only once drift has this one's
+            # labels. Outcomes are keyed by prediction id over several partitions, so sent all at once a
+            # lagging partition's pre-change labels can reach the detector after post-change ones (CI saw
+            # an alert on label 625), and where the alert lands would then say nothing about the detector.
+            await _wait_for_labels(http, stack, model, version, start + len(outcomes[start:start + 100]))
 
         [alert_record] = await records_for(stack, topics.DRIFT_ALERTS, f"drift:concept:{model}:")
         alert = events_pb2.DriftAlert.FromString(alert_record.value)
