@@ -104,12 +104,7 @@ async def test_a_score_shift_raises_one_alert_after_it(stack: Stack) -> None:
     prefix = f"drift:prediction:{model}:1:"
     await records_for(stack, topics.DRIFT_ALERTS, prefix)
     async with httpx.AsyncClient(timeout=30) as http:
-        report: dict = {}
-        for _ in range(120):
-            report = (await http.get(stack.url("drift", f"/v1/drift/{model}/1"))).json()
-            if report.get("predictions") == N:
-                break
-            await asyncio.sleep(0.5)
+        report = await drift_report(http, stack, model, "1", "predictions", N)
         assert report["predictions"] == N and report["prediction_drift"] is True
         assert report["prediction_mean"] == pytest.approx((SHIFT_AT * 0.2 + (N - SHIFT_AT) * 0.7) / N, abs=0.01)
         assert report["reference"]["status"] == "missing", "never registered: monitored without a reference"
@@ -172,12 +167,7 @@ async def test_a_feature_shift_against_the_registry_reference_asks_for_a_candida
     assert req.reason.startswith(f"drift: data drift on version {version.version} (production): f03")
 
     async with httpx.AsyncClient(timeout=30) as http:
-        report: dict = {}
-        for _ in range(60):
-            report = (await http.get(stack.url("drift", f"/v1/drift/{model}/{version.version}"))).json()
-            if report.get("predictions") == 2000:
-                break
-            await asyncio.sleep(0.5)
+        report = await drift_report(http, stack, model, version.version, "predictions", 2000)
         assert report["reference"]["status"] == "loaded" and report["reference"]["rows"] == 3000
         assert report["data_alerts"] == 1 and report["scores"]["data"]["features"]["f03"]["psi"] >= 0.2
         assert report["scores"]["data"]["features"]["f00"]["psi"] < 0.1
@@ -188,16 +178,19 @@ async def test_a_feature_shift_against_the_registry_reference_asks_for_a_candida
     assert len(more) == 1, "one shift, one alert"
 
 
-async def _wait_for_labels(http: httpx.AsyncClient, stack: Stack, model: str, version: str, n: int) -> None:
-    """Until the drift service has counted ``n`` labels of the version (30 s at most)."""
-    seen = 0
-    for _ in range(300):
+async def drift_report(http: httpx.AsyncClient, stack: Stack, model: str, version: str, count: str, at_least: int,
+                       timeout_s: float = 60.0) -> dict[str, Any]:
+    """The version's drift report once its ``count`` (predictions, labels) reaches ``at_least``; after
+    ``timeout_s`` the last one read, for the caller's assertions to show."""
+    report: dict[str, Any] = {}
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while asyncio.get_running_loop().time() < deadline:
         r = await http.get(stack.url("drift", f"/v1/drift/{model}/{version}"))
-        seen = r.json().get("labels", 0) if r.status_code == 200 else 0
-        if seen >= n:
-            return
+        report = r.json() if r.status_code == 200 else {}
+        if report.get(count, 0) >= at_least:
+            break
         await asyncio.sleep(0.1)
-    raise AssertionError(f"drift counted {seen} labels of {model}/{version}, expected {n}")
+    return report
 
 
 async def test_concept_drift_in_outcomes_closes_its_part_of_the_loop(stack: Stack) -> None:
@@ -228,7 +221,9 @@ async def test_concept_drift_in_outcomes_closes_its_part_of_the_loop(stack: Stac
             # labels. Outcomes are keyed by prediction id over several partitions, so sent all at once a
             # lagging partition's pre-change labels can reach the detector after post-change ones (CI saw
             # an alert on label 625), and where the alert lands would then say nothing about the detector.
-            await _wait_for_labels(http, stack, model, version, start + len(outcomes[start:start + 100]))
+            sent = min(start + 100, n)
+            counted = (await drift_report(http, stack, model, version, "labels", sent)).get("labels", 0)
+            assert counted >= sent, f"drift counted {counted} of the first {sent} labels"
 
         [alert_record] = await records_for(stack, topics.DRIFT_ALERTS, f"drift:concept:{model}:")
         alert = events_pb2.DriftAlert.FromString(alert_record.value)
@@ -239,12 +234,7 @@ async def test_concept_drift_in_outcomes_closes_its_part_of_the_loop(stack: Stac
         assert (req.stage, req.recent_rows, req.stream, req.label) == ("candidate", 2000, "", "")
         assert req.reason.startswith(f"drift: concept drift on version {version} (production)")
 
-        report: dict = {}
-        for _ in range(60):
-            report = (await http.get(stack.url("drift", f"/v1/drift/{model}/{version}"))).json()
-            if report.get("labels") == n:
-                break
-            await asyncio.sleep(0.5)
+        report = await drift_report(http, stack, model, version, "labels", n)
         assert report["labels"] == n and report["concept_alerts"] == 1
         assert report["reference"]["status"] == "missing" and report["data_alerts"] == 0
         assert report["recent"]["accuracy"] == pytest.approx(0.35, abs=0.08)
