@@ -24,9 +24,9 @@ def _stat_fields(path: Path) -> list[str] | None:
     return text.rpartition(")")[2].split()
 
 
-def _cpu_s(fields: list[str] | None) -> float:
+def _cpu_s(fields: list[str]) -> float:
     # utime and stime are fields 14 and 15 of stat, 12 and 13 after the command name.
-    return (int(fields[11]) + int(fields[12])) * _TICK_S if fields else 0.0
+    return (int(fields[11]) + int(fields[12])) * _TICK_S
 
 
 def _children(pid: int) -> list[int]:

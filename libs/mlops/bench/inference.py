@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import signal
 import socket
@@ -288,7 +289,7 @@ def report(result: Result, targets: list[Target], plan: Plan, raw: Target) -> No
             f[f"{prefix}_errors"] = sum(s["errors"] for s in samples)
             for key in CPU_KEYS:
                 value = median_of(samples, key)
-                if value == value:  # not NaN: the CPU was read (Linux)
+                if not math.isnan(value):  # the CPU was read (Linux)
                     f[f"{prefix}_{key}"] = value
 
     def ratio(a: str, b: str) -> float:
