@@ -29,6 +29,7 @@ from mlops.bus.producer import Producer
 from mlops.errors import MlopsError
 from mlops.grpc_util import ServerInstrumentation, server_options
 from mlops.http_middleware import PlatformMiddleware
+from mlops.safe_start import open_warning, startup_refusal
 from mlops.settings import PlatformSettings, ServiceSettings
 
 log = logging.getLogger(__name__)
@@ -256,5 +257,12 @@ def run_main(service: str, main: Callable[[], Awaitable[None]]) -> None:
         format=f"%(asctime)s %(levelname)s {service} %(name)s: %(message)s",
     )
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
+    refusal = startup_refusal(settings)
+    if refusal is not None:
+        log.critical("%s", refusal)
+        raise SystemExit(2)
+    warning = open_warning(settings)
+    if warning is not None:
+        log.warning("%s", warning)
     telemetry.setup(service)
     asyncio.run(main())

@@ -7,6 +7,7 @@ nothing reads the environment elsewhere.
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 
 from pydantic import Field
@@ -78,6 +79,9 @@ class ServiceSettings(BaseSettings):
     http_port: int
     grpc_port: int
     shutdown_grace_s: float = 10.0
+    #: The host (DNS name or IP, no port) other services dial to reach this one, ``MLOPS_<SERVICE>_ADDRESS``:
+    #: on Kubernetes its Service name. Unset: the local host, as when every service shares one machine.
+    address: str | None = None
 
 
 def env_name(service: str) -> str:
@@ -98,10 +102,27 @@ def service_settings(service: str) -> ServiceSettings:
     return _Settings()
 
 
+def is_loopback(host: str) -> bool:
+    """Whether binding ``host`` keeps a listener reachable from this machine only."""
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip().strip("[]")).is_loopback
+    except ValueError:
+        return False  # a name other than localhost may resolve to anything
+
+
 def peer_address(service: str, kind: str = "grpc", host: str | None = None) -> str:
-    """``host:port`` of another service's gRPC or HTTP listener, from the same env vars it reads."""
+    """``host:port`` of another service's gRPC or HTTP listener, from the same env vars it reads.
+
+    The host is the peer's ``MLOPS_<SERVICE>_ADDRESS`` when set (a Kubernetes Service name: each pod has its
+    own loopback), else ``host`` or this process's ``MLOPS_HOST``: one machine, or compose's shared network
+    namespace, where a service bound to every interface is reached on loopback."""
     s = service_settings(service)
     port = s.grpc_port if kind == "grpc" else s.http_port
-    host = host or PlatformSettings().host
-    # A service bound to every interface is reached on loopback (compose runs them in one network namespace).
-    return f"{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
+    if s.address:
+        target = s.address
+    else:
+        target = host or PlatformSettings().host
+        target = "127.0.0.1" if target in ("0.0.0.0", "::", "") else target
+    return f"[{target}]:{port}" if ":" in target and not target.startswith("[") else f"{target}:{port}"
