@@ -14,6 +14,7 @@ import json
 import time
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -26,7 +27,7 @@ from mlops import telemetry
 from mlops.auth import audit, policy
 from mlops.auth.guard import ANONYMOUS, Guard
 from mlops.bus.producer import Producer
-from mlops.errors import MlopsError, TooLarge
+from mlops.errors import MlopsError, PermissionDenied, TooLarge
 
 #: paths whose requests are neither counted nor timed (scrapes and probes would drown the figures).
 UNMEASURED = frozenset({"/metrics", "/healthz", "/readyz"})
@@ -42,11 +43,40 @@ def json_fields(body: bytes) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
+#: The console's session cookie, and the pages it is scoped to (``Path=/ui``).
+SESSION_COOKIE = "mlops_token"
+CONSOLE_PATH = "/ui"
+#: Sent with every response: browsers take the declared content type, never a sniffed one.
+NOSNIFF = (b"x-content-type-options", b"nosniff")
+
+
+def console_read(request: Request) -> bool:
+    """A console page read: GET or HEAD under ``/ui``, the only requests a session cookie may authenticate."""
+    path = request.url.path
+    return request.method in ("GET", "HEAD") and (path == CONSOLE_PATH or path.startswith(CONSOLE_PATH + "/"))
+
+
 def cookie_token(request: Request) -> str | None:
-    """The console's browser session: a token given once as ``/ui?token=...`` is kept in a cookie."""
-    token = request.cookies.get("mlops_token") or (
-        request.query_params.get("token") if request.url.path.startswith("/ui") else None)
+    """The console's browser session: a token given once as ``/ui?token=...`` is kept in a cookie. A browser
+    sends a cookie on requests other sites make too, so it counts only for console page reads: API routes
+    and every state change need the bearer header."""
+    if not console_read(request):
+        return None
+    token = request.cookies.get(SESSION_COOKIE) or request.query_params.get("token")
     return f"Bearer {token}" if token else None
+
+
+def cross_site_without_bearer(scope: Scope) -> bool:
+    """A browser's state-changing request sent by another site's page, with no bearer header (which such a
+    page cannot add without a CORS preflight the services never grant): refused, so a page elsewhere acts
+    neither with the console's cookie nor against a stack on this machine running with auth off."""
+    if scope["method"] in ("GET", "HEAD", "OPTIONS") or _header(scope, b"authorization") is not None:
+        return False
+    site = _header(scope, b"sec-fetch-site")
+    if site is not None:
+        return site not in ("same-origin", "none")
+    origin = _header(scope, b"origin")
+    return origin is not None and urlsplit(origin).netloc.lower() != (_header(scope, b"host") or "").lower()
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
@@ -123,6 +153,7 @@ class PlatformMiddleware:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+                message["headers"] = [*message.get("headers", ()), NOSNIFF]
             await send(message)
 
         try:
@@ -152,6 +183,8 @@ class PlatformMiddleware:
             length = _header(scope, b"content-length")
             if length and length.isdigit() and int(length) > self.max_body_bytes:
                 raise TooLarge(f"the body is larger than {self.max_body_bytes} bytes", field="body")
+            if cross_site_without_bearer(scope):
+                raise PermissionDenied("a cross-site request may not change state; send the bearer header")
             if policy.OPEN_PATHS.match(path):
                 await self.app(scope, receive, send)
                 return
@@ -177,7 +210,7 @@ class PlatformMiddleware:
             return
 
         ok = True
-        session = request.query_params.get("token") if path.startswith("/ui") else None
+        session = request.query_params.get("token") if console_read(request) else None
 
         async def guarded_send(message: Message) -> None:
             nonlocal ok
@@ -186,7 +219,7 @@ class PlatformMiddleware:
                 if session:
                     # Keep the console's token in an HttpOnly cookie for the pages that follow.
                     cookie = Response()
-                    cookie.set_cookie("mlops_token", session, httponly=True, samesite="strict")
+                    cookie.set_cookie(SESSION_COOKIE, session, path=CONSOLE_PATH, httponly=True, samesite="strict")
                     headers = MutableHeaders(scope=message)
                     headers.append("set-cookie", cookie.headers["set-cookie"])
             await send(message)

@@ -7,10 +7,11 @@ import os
 from typing import Any
 
 import httpx
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query, Response
 from fastapi.responses import HTMLResponse
 
 from mlops.console.html import (
+    PAGE_HEADERS,
     esc,
     interval_bar,
     line_chart,
@@ -22,7 +23,13 @@ from mlops.console.html import (
 )
 from mlops.settings import peer_address
 
-router = APIRouter(prefix="/ui", tags=["console"], include_in_schema=False)
+
+def _page_headers(response: Response) -> None:
+    """The console's security headers on every page (FastAPI merges them into the page's response)."""
+    response.headers.update(PAGE_HEADERS)
+
+
+router = APIRouter(prefix="/ui", tags=["console"], include_in_schema=False, dependencies=[Depends(_page_headers)])
 
 
 async def _get(service: str, path: str) -> tuple[Any, str | None]:
