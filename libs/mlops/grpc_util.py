@@ -4,9 +4,10 @@ channels that send the current trace context (and the service token) in metadata
 
 from __future__ import annotations
 
+import inspect
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -17,6 +18,7 @@ from opentelemetry.trace import Status, StatusCode
 from mlops import telemetry
 from mlops.auth import audit, policy
 from mlops.auth.guard import Guard, current_principal
+from mlops.auth.refusals import RefusalAudit, is_refusal
 from mlops.bus.producer import Producer
 from mlops.errors import MlopsError
 
@@ -31,6 +33,22 @@ def server_options() -> list[tuple[str, int]]:
 
 
 _ROOT = otel_context.Context()
+
+
+ON_BEHALF_OF_METADATA = "x-mlops-on-behalf-of"
+
+
+def _peer(context: grpc.aio.ServicerContext) -> str:
+    try:
+        return str(context.peer() or "")
+    except Exception:  # a context without a transport (tests' fakes)
+        return ""
+
+
+def _on_behalf_of(context: grpc.aio.ServicerContext) -> str:
+    """Whom a calling service declares it acts for (recorded in the audit trail as declared)."""
+    return next((v for k, v in context.invocation_metadata() or ()
+                 if k == ON_BEHALF_OF_METADATA and isinstance(v, str)), "")
 
 
 def _read_metadata(context: grpc.aio.ServicerContext) -> tuple[otel_context.Context, str | None]:
@@ -51,11 +69,12 @@ def _read_metadata(context: grpc.aio.ServicerContext) -> tuple[otel_context.Cont
 
 class _Method:
     """What the instrumentation needs per method, worked out once: span name and attributes, metric children,
-    whether the method is open, its permission (unless it depends on the request)."""
+    whether the method is open, its permission (unless it depends on the request's stage)."""
 
-    __slots__ = ("attributes", "latency", "name", "ok", "open", "permission", "requests")
+    __slots__ = ("attributes", "latency", "method", "name", "ok", "open", "permissions", "requests")
 
     def __init__(self, service: str, method: str, guard: Guard | None) -> None:
+        self.method = method
         self.name = method.lstrip("/")
         rpc_service, _, rpc_method = self.name.partition("/")
         self.attributes = {"rpc.system": "grpc", "rpc.service": rpc_service, "rpc.method": rpc_method}
@@ -63,9 +82,47 @@ class _Method:
         self.requests = lambda code: telemetry.REQUESTS.labels(service, "grpc", method, code)
         self.ok = self.requests("OK")
         self.open = guard is None or not guard.enabled or bool(policy.OPEN_GRPC.match(method))
-        permission = policy.grpc_permission(method)
-        # "stage" turns into "promote" for some requests: those are worked out per call.
-        self.permission = None if permission == "stage" else permission
+        # A request that names a stage needs what its (normalised) stage needs: worked out per call.
+        staged = policy.is_staged(policy.grpc_stage_default(method))
+        self.permissions: tuple[str, ...] | None = None if staged else (policy.grpc_permission(method),)
+
+    def needed(self, request: Any) -> tuple[str, ...]:
+        """The permissions a call needs; ``request`` is None when requests come as a stream."""
+        if self.permissions is not None:
+            return self.permissions
+        if request is None:
+            return (policy.grpc_permission(self.method),)
+        return policy.grpc_permissions(self.method, request)
+
+
+async def _admit(m: _Method, guard: Guard | None, authorization: str | None, request: Any,
+                 context: grpc.aio.ServicerContext, refusals: RefusalAudit | None) -> tuple[str, ...]:
+    """Authenticate, then decide on the normalised request (a bad stage is INVALID_ARGUMENT even with auth
+    off); a refusal is counted and audited before it propagates."""
+    principal = None
+    try:
+        if not m.open:
+            assert guard is not None
+            principal = await guard.authenticate(authorization)
+        permissions = m.needed(request)
+        if principal is not None:
+            assert guard is not None
+            guard.authorize(principal, permissions)
+        return permissions
+    except MlopsError as exc:
+        if refusals is not None and is_refusal(exc):
+            await refusals.report(exc, principal=principal, peer=_peer(context), action=m.method, target=m.method)
+        raise
+
+
+async def _audit_success(permissions: tuple[str, ...], producer: Callable[[], Producer | None], method: str,
+                         request: Any, context: grpc.aio.ServicerContext) -> None:
+    if not policy.audited(permissions):
+        return
+    principal = current_principal.get()
+    await audit.record(producer(), principal.name if principal else "anonymous", method,
+                       getattr(request, "model", "") or method, getattr(request, "reason", ""),
+                       actor_id=principal.token_id if principal else "", on_behalf_of=_on_behalf_of(context))
 
 
 def _wrap_unary(
@@ -75,6 +132,7 @@ def _wrap_unary(
     guard: Guard | None = None,
     producer: Callable[[], Producer | None] = lambda: None,
     streaming: bool = False,
+    refusals: RefusalAudit | None = None,
 ) -> Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]:
     """``fn`` (a unary-response method; ``streaming`` when its requests come as a stream) instrumented."""
     m = _Method(service, method, guard)
@@ -95,15 +153,9 @@ def _wrap_unary(
         code = "OK"
         try:
             # Client-streaming requests are checked before the stream is read.
-            permission = m.permission or policy.grpc_permission(method, None if streaming else request)
-            if not m.open:
-                assert guard is not None
-                await guard.check(authorization, permission)
+            permissions = await _admit(m, guard, authorization, None if streaming else request, context, refusals)
             result = await fn(request, context)
-            if permission in policy.AUDITED:
-                principal = current_principal.get()
-                await audit.record(producer(), principal.name if principal else "anonymous", method,
-                                   getattr(request, "model", "") or method, getattr(request, "reason", ""))
+            await _audit_success(permissions, producer, method, None if streaming else request, context)
             return result
         except MlopsError as exc:
             code = exc.grpc_code.name
@@ -128,23 +180,65 @@ def _wrap_unary(
     return handler
 
 
-def _wrap_unary_stream(fn: Callable[..., Any], method: str, guard: Guard | None) -> Callable[..., Any]:
-    async def handler(request: Any, context: grpc.aio.ServicerContext) -> Any:
+def _wrap_stream(
+    fn: Callable[[Any, grpc.aio.ServicerContext], Any],
+    service: str,
+    method: str,
+    guard: Guard | None = None,
+    producer: Callable[[], Producer | None] = lambda: None,
+    streaming: bool = False,
+    refusals: RefusalAudit | None = None,
+) -> Callable[[Any, grpc.aio.ServicerContext], AsyncIterator[Any]]:
+    """``fn`` (a stream-response method: server-streaming, or bidirectional when ``streaming``) with the
+    same auth, traces, metrics and error mapping as :func:`_wrap_unary`. The guard runs before the method
+    is called, so a method that is not implemented still refuses an anonymous caller first."""
+    m = _Method(service, method, guard)
+
+    async def handler(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        start = time.perf_counter()
+        ctx, authorization = _read_metadata(context)
+        if ctx is _ROOT and not telemetry.exporting():
+            span: trace.Span = trace.INVALID_SPAN
+            token = None
+        else:
+            span = telemetry.tracer().start_span(m.name, context=ctx, kind=trace.SpanKind.SERVER,
+                                                 attributes=m.attributes)
+            token = otel_context.attach(trace.set_span_in_context(span, ctx))
+        code = "OK"
         try:
-            if guard is not None and guard.enabled and not policy.OPEN_GRPC.match(method):
-                _, authorization = _read_metadata(context)
-                await guard.check(authorization, policy.grpc_permission(method, request))
-            async for item in fn(request, context):
-                yield item
+            permissions = await _admit(m, guard, authorization, None if streaming else request, context, refusals)
+            result = fn(request, context)
+            if inspect.isawaitable(result):  # a handler that writes with context.write and returns
+                result = await result
+            if result is not None:
+                async for item in result:
+                    yield item
+            await _audit_success(permissions, producer, method, None if streaming else request, context)
         except MlopsError as exc:
+            code = exc.grpc_code.name
+            span.set_status(Status(StatusCode.ERROR, exc.message))
             await context.abort(exc.grpc_code, exc.message)
+        except grpc.aio.AbortError:
+            code = "ABORTED_BY_HANDLER"
+            raise
+        except BaseException as exc:
+            code = "INTERNAL" if isinstance(exc, Exception) else "CANCELLED"
+            span.record_exception(exc)
+            span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+            raise
+        finally:
+            span.end()
+            if token is not None:
+                otel_context.detach(token)
+            (m.ok if code == "OK" else m.requests(code)).inc()
+            m.latency.observe(time.perf_counter() - start)
 
     return handler
 
 
 class ServerInstrumentation:
-    """Auth, traces, metrics and error mapping for unary and client-streaming methods (auth only for
-    server-streaming ones), put around each method's handler when it is registered
+    """Auth, traces, metrics and error mapping for every kind of method (unary, client-streaming,
+    server-streaming, bidirectional), put around each method's handler when it is registered
     (:meth:`instrumented`).
 
     Not a ``grpc.aio.ServerInterceptor`` on purpose: grpc.aio runs its interceptor pipeline (a
@@ -156,6 +250,7 @@ class ServerInstrumentation:
         self._service = service
         self._guard = guard
         self._producer = producer
+        self._refusals = RefusalAudit(service, "grpc", producer)
         self._handlers: dict[str, grpc.RpcMethodHandler | None] = {}
 
     def instrumented(self, server: grpc.aio.Server) -> grpc.aio.Server:
@@ -175,25 +270,23 @@ class ServerInstrumentation:
     def _build(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         if method.startswith("/grpc.health"):
             return handler
+        args = (self._service, method, self._guard, self._producer)
+        codec = {"request_deserializer": handler.request_deserializer,
+                 "response_serializer": handler.response_serializer}
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
-                _wrap_unary(handler.unary_unary, self._service, method, self._guard, self._producer),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
+                _wrap_unary(handler.unary_unary, *args, refusals=self._refusals), **codec)
         if handler.stream_unary is not None:
             return grpc.stream_unary_rpc_method_handler(
-                _wrap_unary(handler.stream_unary, self._service, method, self._guard, self._producer, streaming=True),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
+                _wrap_unary(handler.stream_unary, *args, streaming=True, refusals=self._refusals), **codec)
         if handler.unary_stream is not None:
             return grpc.unary_stream_rpc_method_handler(
-                _wrap_unary_stream(handler.unary_stream, method, self._guard),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        return handler
+                _wrap_stream(handler.unary_stream, *args, refusals=self._refusals), **codec)
+        if handler.stream_stream is not None:
+            return grpc.stream_stream_rpc_method_handler(
+                _wrap_stream(handler.stream_stream, *args, streaming=True, refusals=self._refusals), **codec)
+        # A handler of no known kind is refused rather than served unguarded.
+        raise TypeError(f"gRPC method {method} has a handler of no known kind; it cannot be guarded")
 
 
 Wrap = Callable[[str, "grpc.RpcMethodHandler | None"], "grpc.RpcMethodHandler | None"]

@@ -26,6 +26,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from mlops import telemetry
 from mlops.auth import audit, policy
 from mlops.auth.guard import ANONYMOUS, Guard
+from mlops.auth.refusals import RefusalAudit, is_refusal
+from mlops.auth.tokens import Principal
 from mlops.bus.producer import Producer
 from mlops.errors import MlopsError, PermissionDenied, TooLarge
 
@@ -129,6 +131,7 @@ class PlatformMiddleware:
         self.guard = guard
         self.max_body_bytes = max_body_bytes
         self.producer = producer
+        self.refusals = RefusalAudit(service, "http", producer)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -177,8 +180,10 @@ class PlatformMiddleware:
                 telemetry.REQUEST_LATENCY.labels(self.service, "http", label).observe(time.perf_counter() - start)
 
     async def _guarded(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Body limit, authentication, authorisation and rate limit; then the audit record of a state change."""
+        """Body limit, authentication and rate limit, then (the body read only now) authorisation; then the
+        audit record of a state change. A refusal is counted and audited (rate limited)."""
         method, path = scope["method"], scope["path"]
+        principal: Principal | None = None
         try:
             length = _header(scope, b"content-length")
             if length and length.isdigit() and int(length) > self.max_body_bytes:
@@ -189,23 +194,33 @@ class PlatformMiddleware:
                 await self.app(scope, receive, send)
                 return
             permission = policy.rest_permission(method, path)
-            if permission not in policy.AUDITED and not self.guard.enabled:
+            stage_default = policy.rest_stage_default(method, path)
+            staged = policy.is_staged(stage_default)
+            if permission not in policy.AUDITED and not staged and not self.guard.enabled:
                 await self.app(scope, receive, send)
                 return
+            request = Request(scope)
+            # Who is calling comes first: nothing of an anonymous or unknown caller's body is read.
+            principal = ANONYMOUS
+            if self.guard.enabled:
+                authorization = _header(scope, b"authorization") or cookie_token(request)
+                principal = await self.guard.authenticate(authorization)
             reason = ""
-            if permission in policy.AUDITED:
+            permissions: tuple[str, ...] = (permission,)
+            if permission in policy.AUDITED or staged:
                 body = await _read_body(receive)
                 receive = _replay(body, receive)
                 fields = json_fields(body)
                 reason = str(fields.get("reason", ""))
-                if permission == "stage" and fields.get("stage") in policy.ADMIN_STAGES:
-                    permission = "promote"
-            request = Request(scope)
-            principal = ANONYMOUS
-            if self.guard.enabled:
-                authorization = _header(scope, b"authorization") or cookie_token(request)
-                principal = await self.guard.check(authorization, permission)
+                if staged:
+                    # The stage normalised as the registry will read it, then the decision on that value.
+                    permissions = policy.permissions_for(permission, fields.get("stage"), stage_default)  # type: ignore[arg-type]
+            self.guard.authorize(principal, permissions)
         except MlopsError as exc:
+            if is_refusal(exc):
+                client = scope.get("client")
+                await self.refusals.report(exc, principal=principal, peer=client[0] if client else "",
+                                           action=f"{method} {path}", target=path)
             await _error_response(path, exc)(scope, receive, send)
             return
 
@@ -225,6 +240,7 @@ class PlatformMiddleware:
             await send(message)
 
         await self.app(scope, receive, guarded_send)
-        if permission in policy.AUDITED and ok:
+        if policy.audited(permissions) and ok:
             route = getattr(scope.get("route"), "path", path)
-            await audit.record(self.producer(), principal.name, f"{method} {route}", path, reason)
+            await audit.record(self.producer(), principal.name, f"{method} {route}", path, reason,
+                               actor_id=principal.token_id)

@@ -3,6 +3,7 @@
 A model has at most one version in ``production``: promoting one demotes the previous holder to
 ``archived``. Aliases are derived from stages (no separate alias table): ``production``/``champion``,
 ``latest``, and ``candidate``/``shadow``/``canary``/``archived`` (the highest version in that stage).
+The stage names and their normalisation live in :mod:`mlops.stages`, which the permission check uses too.
 """
 
 from __future__ import annotations
@@ -11,13 +12,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from mlops.errors import Conflict, InvalidArgument
+from mlops.stages import ARCHIVED, CANARY, CANDIDATE, PRODUCTION, SHADOW, STAGES
+from mlops.stages import normalize_stage as normalize_stage  # re-exported: the registry's one normalisation
 
-CANDIDATE = "candidate"
-SHADOW = "shadow"
-CANARY = "canary"
-PRODUCTION = "production"
-ARCHIVED = "archived"
-STAGES: tuple[str, ...] = (CANDIDATE, SHADOW, CANARY, PRODUCTION, ARCHIVED)
 #: Stages the inference service loads (everything but archived).
 SERVING_STAGES: tuple[str, ...] = (CANDIDATE, SHADOW, CANARY, PRODUCTION)
 
@@ -27,16 +24,6 @@ ALIASES: tuple[str, ...] = (LATEST, CHAMPION, *STAGES)
 
 REGISTERED = "registered"
 STAGE_CHANGED = "stage_changed"
-
-
-def normalize_stage(stage: str, *, default: str | None = None) -> str:
-    """``stage`` lower-cased and checked; empty gives ``default`` when one is allowed."""
-    value = (stage or "").strip().lower()
-    if not value and default is not None:
-        return default
-    if value not in STAGES:
-        raise InvalidArgument(f"unknown stage {stage!r}; expected one of {', '.join(STAGES)}", field="stage")
-    return value
 
 
 @dataclass(frozen=True, slots=True)

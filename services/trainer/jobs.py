@@ -18,14 +18,13 @@ from typing import Any
 from redis.asyncio import Redis
 
 from mlops.errors import InvalidArgument
+from mlops.stages import CANDIDATE, normalize_stage
 from mlops.v1 import trainer_pb2
 
 PREFIX = "mlops:trainer:"
 INDEX = f"{PREFIX}jobs"
 QUEUED, RUNNING, SUCCEEDED, FAILED = "queued", "running", "succeeded", "failed"
 UNFINISHED = (QUEUED, RUNNING)
-#: Registry stages a job may ask for (the registry checks again).
-STAGES = ("candidate", "shadow", "canary", "production", "archived")
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
@@ -100,9 +99,7 @@ def validate_spec(spec: JobSpec, *, default_epochs: int, max_epochs: int, max_pr
     attribute = (spec.sensitive_attribute or "").strip()
     if attribute and attribute == label:
         raise InvalidArgument("the sensitive attribute cannot be the label", field="sensitive_attribute")
-    stage = (spec.stage or "candidate").strip().lower()
-    if stage not in STAGES:
-        raise InvalidArgument(f"unknown stage {spec.stage!r}; expected one of {', '.join(STAGES)}", field="stage")
+    stage = normalize_stage(spec.stage, default=CANDIDATE)  # as the guard and the registry read it
     epochs = spec.epochs or default_epochs
     if not 1 <= epochs <= max_epochs:
         raise InvalidArgument(f"epochs must be between 1 and {max_epochs}", field="epochs")

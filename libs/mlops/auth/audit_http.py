@@ -1,4 +1,4 @@
-"""``GET /v1/audit``: the audit trail, newest first, filtered by actor, action, target and time."""
+"""``GET /v1/audit``: the audit trail, newest first, filtered by actor (or its token id), action, target and time."""
 
 from __future__ import annotations
 
@@ -20,8 +20,9 @@ def router(store: AuditStore) -> APIRouter:
         target: str | None = None,
         since: str | None = Query(None, description="ISO time; entries at or after it"),
         limit: int = Query(200, ge=1, le=10_000),
+        actor_id: str | None = Query(None, description="Only this token id."),
     ) -> dict[str, Any]:
-        entries = await asyncio.to_thread(store.query, actor, action, target, since, limit)
+        entries = await asyncio.to_thread(store.query, actor, action, target, since, limit, actor_id)
         return {"entries": entries}
 
     return api

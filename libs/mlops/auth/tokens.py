@@ -14,12 +14,14 @@ from pathlib import Path
 
 from mlops.errors import InvalidArgument, NotFound
 
-ROLES = ("viewer", "predictor", "producer", "scientist", "admin")
+ROLES = ("viewer", "predictor", "producer", "scientist", "admin",
+         # the services' own (least privilege per service: mlops.auth.policy.SERVICE_ROLES)
+         "service-reader", "service-trainer", "service-router")
 
 
 @dataclass(frozen=True)
 class Principal:
-    """Who is calling: the token's name and role."""
+    """Who is calling: the token's id, name and role."""
 
     token_id: str
     name: str
