@@ -45,6 +45,14 @@ class PlatformSettings(BaseSettings):
     service_token: str | None = Field(None, description="The token services present when they call each other.")
     rate_limit_per_s: int = Field(1000, description="Requests per second per token (0: unlimited).")
     max_body_bytes: int = Field(32 * 1024 * 1024, description="Largest REST request body any service accepts.")
+    model_ops_allow: str = Field(
+        "", description="TorchScript ops a model artifact may use beyond the built-in allowlist of pure tensor "
+        "operations, comma separated (`aten::name`); see docs/security.md. File, storage and Python ops are "
+        "never allowed."
+    )
+    model_inspect_timeout_s: float = Field(
+        60.0, gt=0, description="Longest the inspection of one model artifact (a subprocess) may take."
+    )
     topic_prefix: str = Field("", description="Prefix for every Kafka topic name.")
     topic_partitions: int = Field(4, description="Partitions for each topic the platform creates.")
     kafka_idempotence: bool = Field(

@@ -13,6 +13,7 @@ from tritonclient.grpc import service_pb2_grpc
 
 from mlops import grpc_util
 from mlops.bus import topics
+from mlops.modelguard import ModelPolicy
 from mlops.service import Service, run_main
 from mlops.settings import PlatformSettings, peer_address, service_settings
 from mlops.v1 import inference_pb2_grpc
@@ -41,11 +42,13 @@ async def main() -> None:
     if settings.triton_url:
         triton = TritonBackend(settings.triton_url, config.triton_repository or settings.home / "triton-models",
                                timeout_s=config.triton_timeout_s, load_timeout_s=config.triton_load_timeout_s)
+    models = ModelPolicy.from_settings(settings)  # what a model artifact may run (docs/security.md)
     if config.model_repository is not None:
-        repository = ModelRepository(LocalSource(config.model_repository), config, triton)
+        repository = ModelRepository(LocalSource(config.model_repository), config, triton, models)
     else:
         registry_channel = grpc_util.channel(peer_address("registry"))
-        repository = ModelRepository(RegistryClient(registry_channel, config.registry_timeout_s), config, triton)
+        repository = ModelRepository(RegistryClient(registry_channel, config.registry_timeout_s), config, triton,
+                                     models)
         service.add_consumer(topics.MODELS_LIFECYCLE, consumers.on_lifecycle(repository), group=lifecycle_group())
         service.on_stop(registry_channel.close)
 

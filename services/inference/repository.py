@@ -26,6 +26,7 @@ import numpy as np
 from prometheus_client import Counter
 
 from mlops.errors import Conflict, NotFound, Unavailable
+from mlops.modelguard import ModelPolicy, default_policy
 from mlops.v1 import registry_pb2
 from services.inference import metrics
 from services.inference.batcher import DynamicBatcher
@@ -85,10 +86,13 @@ def default_version(versions: dict[str, LoadedVersion]) -> LoadedVersion:
 class ModelRepository:
     """Loaded versions by model and version, plus the loop that keeps them in step with the source."""
 
-    def __init__(self, source: ModelSource, settings: InferenceSettings, triton: TritonBackend | None = None) -> None:
+    def __init__(self, source: ModelSource, settings: InferenceSettings, triton: TritonBackend | None = None,
+                 models: ModelPolicy | None = None) -> None:
         self._source = source
         self._settings = settings
         self._triton = triton
+        #: What a model may run: checked before anything of an artifact runs, here or in Triton.
+        self._models = models or default_policy()
         self.device = pick_device(settings.device)
         if settings.torch_threads:
             set_threads(settings.torch_threads)
@@ -202,13 +206,17 @@ class ModelRepository:
                 )
             batching = self._settings.batching(mv.model)
             runtime_cls = Runtime.for_format(mv.artifact_format)  # refuses formats no runtime knows
+            # A model artifact is code: cleared before it is deserialized here or exported to Triton (whose
+            # libtorch backend would run the same graphs). The registry refused it already at registration;
+            # this holds for versions registered before, and for a local model repository.
+            await asyncio.to_thread(self._models.check_artifact, mv.artifact_format, data)
             if self._triton is not None:
                 runtime: Runtime = await asyncio.to_thread(
                     self._triton.load, mv, data, max_batch_size=batching.max_batch_size,
                     max_queue_delay_us=batching.max_queue_delay_us,
                 )
             else:
-                runtime = await asyncio.to_thread(runtime_cls.load, data, self.device)
+                runtime = await asyncio.to_thread(runtime_cls.load, data, self.device, self._models)
             features = tuple(mv.signature.features)
             n_outputs = await asyncio.to_thread(self._warm_up, runtime, len(features))
             batcher = DynamicBatcher(

@@ -7,7 +7,6 @@ blocking on purpose and never touches the event loop.
 
 from __future__ import annotations
 
-import io
 import logging
 from abc import ABC, abstractmethod
 from typing import ClassVar
@@ -16,6 +15,7 @@ import numpy as np
 import torch
 
 from mlops.errors import InvalidArgument
+from mlops.modelguard import ModelPolicy, default_policy
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +52,9 @@ class Runtime(ABC):
 
     @classmethod
     @abstractmethod
-    def load(cls, artifact: bytes, device: torch.device) -> Runtime:
-        """Deserialize ``artifact`` onto ``device``."""
+    def load(cls, artifact: bytes, device: torch.device, models: ModelPolicy | None = None) -> Runtime:
+        """Deserialize ``artifact`` onto ``device``, once ``models`` (default: the built-in allowlist) has
+        cleared it: a model artifact is code."""
 
     @property
     @abstractmethod
@@ -82,8 +83,9 @@ class TorchScriptRuntime(Runtime):
         self._cuda = device.type == "cuda"
 
     @classmethod
-    def load(cls, artifact: bytes, device: torch.device) -> TorchScriptRuntime:
-        module = torch.jit.load(io.BytesIO(artifact), map_location=device)
+    def load(cls, artifact: bytes, device: torch.device, models: ModelPolicy | None = None) -> TorchScriptRuntime:
+        # Inspected as bytes (in a subprocess) before this process deserializes them, then walked again as loaded.
+        module = (models or default_policy()).load(artifact, map_location=device)
         module.eval()
         return cls(module, device)
 

@@ -27,6 +27,7 @@ import tritonclient.grpc as tgrpc
 from tritonclient.utils import InferenceServerException
 
 from mlops.errors import Unavailable
+from mlops.modelguard import ModelPolicy
 from mlops.v1 import registry_pb2
 from services.inference.runtime import Runtime
 
@@ -90,7 +91,7 @@ class TritonRuntime(Runtime):
         self._client = tgrpc.InferenceServerClient(url)
 
     @classmethod
-    def load(cls, artifact: bytes, device: torch.device) -> Runtime:
+    def load(cls, artifact: bytes, device: torch.device, models: ModelPolicy | None = None) -> Runtime:
         raise TypeError("TritonRuntime is made by TritonBackend.load")
 
     @property

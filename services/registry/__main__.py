@@ -8,6 +8,7 @@ from mlops import console
 from mlops.auth import audit, audit_http
 from mlops.auth.audit import AuditStore
 from mlops.bus import topics
+from mlops.modelguard import ModelPolicy
 from mlops.service import Service, run_main
 from mlops.settings import PlatformSettings, service_settings
 from mlops.v1 import registry_pb2_grpc
@@ -21,7 +22,7 @@ async def main() -> None:
     settings = PlatformSettings()
     service = Service(settings, service_settings("registry"))
     store = await asyncio.to_thread(RegistryStore, settings.registry_url, ArtifactStore(settings.home / "artifacts"))
-    registry = Registry(store, service.producer)
+    registry = Registry(store, service.producer, models=ModelPolicy.from_settings(settings))
     service.add_http(http.router(registry))
     service.add_http(console.router)  # the web console at /ui
     # The audit trail's append-only store lives beside the registry's own record of stage changes.

@@ -15,8 +15,12 @@ from typing import Any, TypeVar
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from mlops.auth import audit
+from mlops.auth.guard import current_principal
 from mlops.bus import topics
 from mlops.bus.producer import Producer
+from mlops.modelguard import ModelPolicy, default_policy
+from mlops.modelguard.refusal import ArtifactRefused, ArtifactUnreadable
 from mlops.v1 import events_pb2
 from services.registry.card import build_card, render_markdown
 from services.registry.compare import compare
@@ -56,9 +60,12 @@ def lifecycle_message(event: LifecycleEvent) -> events_pb2.ModelLifecycle:
 class Registry:
     """What the REST and gRPC adapters call."""
 
-    def __init__(self, store: RegistryStore, producer: Producer | None, outbox_interval_s: float = 2.0) -> None:
+    def __init__(self, store: RegistryStore, producer: Producer | None, outbox_interval_s: float = 2.0,
+                 models: ModelPolicy | None = None) -> None:
         self.store = store
         self._producer = producer
+        #: What a model artifact may run; every registration is inspected against it before it is stored.
+        self._models = models or default_policy()
         self._publish_lock = asyncio.Lock()
         self._outbox_interval_s = outbox_interval_s
         self._stopping = asyncio.Event()
@@ -71,9 +78,27 @@ class Registry:
 
     # -- writes ----------------------------------------------------------------------------------------
     async def register(self, req: RegisterInput) -> VersionView:
+        if req.artifact:  # an empty one is the store's to refuse
+            await self._inspect_artifact(req)
         view = await self._run(self.store.register, req)
         await self._publish_quietly()
         return view
+
+    async def _inspect_artifact(self, req: RegisterInput) -> None:
+        """A model artifact is code: refuse one that would run anything but pure tensor ops (in a subprocess: the
+        registry never loads it), and put the refusal in the audit trail."""
+        try:
+            await self._run(self._models.check_artifact, req.artifact_format, req.artifact)
+        except (ArtifactRefused, ArtifactUnreadable) as exc:
+            principal = current_principal.get()
+            try:
+                await audit.record(self._producer, principal.name if principal else (req.actor or "anonymous"),
+                                   "artifact.refused", req.model or "?", exc.message,
+                                   actor_id=principal.token_id if principal else "")
+            except Exception:
+                log.exception("auditing a refused artifact failed")
+            log.warning("refused the artifact of %r from %s: %s", req.model, req.actor, exc.message)
+            raise
 
     async def set_stage(self, model: str, version: str, stage: str, *, reason: str, actor: str) -> VersionView:
         view = await self._run(self.store.set_stage, model, version, stage, reason=reason, actor=actor)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from mlops.bus import topics
+from mlops.modelguard import ModelPolicy
 from mlops.service import Service, run_main
 from mlops.settings import PlatformSettings, peer_address, service_settings
 from mlops.v1 import trainer_pb2_grpc
@@ -21,7 +22,8 @@ async def main() -> None:
     features = FeatureClient(peer_address("feature"), t.rpc_timeout_s, t.rpc_attempts)
     registry = RegistryClient(peer_address("registry"), t.rpc_timeout_s, t.rpc_attempts)
     tracker = RunTracker(f"http://{peer_address('registry', 'http')}", t.rpc_timeout_s, t.rpc_attempts)
-    trainer = Trainer(JobStore(service.redis), features, registry, tracker, trainer_settings)
+    trainer = Trainer(JobStore(service.redis), features, registry, tracker, trainer_settings,
+                      models=ModelPolicy.from_settings(settings))
     service.add_http(http.router(trainer))
     service.add_grpc(
         lambda server: trainer_pb2_grpc.add_TrainerServiceServicer_to_server(grpc_api.Servicer(trainer), server)

@@ -24,6 +24,8 @@ from typing import Any, Protocol
 import numpy as np
 
 from mlops.errors import NotFound
+from mlops.modelguard import ModelPolicy, default_policy
+from mlops.modelguard.refusal import ArtifactRefused, ArtifactUnreadable
 from mlops.v1 import feature_pb2, registry_pb2
 from services.trainer import distributed, envinfo, gates, reference
 from services.trainer.clients import PeerError
@@ -75,12 +77,15 @@ class Trainer:
         registry: Registrar,
         tracker: Tracker,
         settings: TrainerSettings | None = None,
+        models: ModelPolicy | None = None,
     ) -> None:
         self.jobs = jobs
         self._features = features
         self._registry = registry
         self._tracker = tracker
         self.settings = settings or TrainerSettings()
+        #: What a model artifact may run: the gates load production's and the candidate's through it.
+        self._models = models or default_policy()
         self._queue: asyncio.Queue[str] = asyncio.Queue()
         self._queued: set[str] = set()
         self._stopping = asyncio.Event()
@@ -258,6 +263,8 @@ class Trainer:
         hold = result.holdout_index
         y = data.y[hold]
         production_pred, skip = None, ""
+        holdout: gates.Gate | None = None
+        refused = ""
         prod = plan.production
         if prod is None:
             skip = "no production version to compare with"
@@ -269,14 +276,22 @@ class Trainer:
                 artifact = await self._registry.artifact(prod)
                 columns = [plan.features.index(f) for f in prod.signature.features]
                 x_prod = data.x[hold][:, columns]
-                production_pred = await asyncio.to_thread(
-                    lambda: gates.predict(gates.load(artifact), x_prod).argmax(axis=1))
+                try:
+                    production_module = await asyncio.to_thread(gates.load, artifact, self._models)
+                except (ArtifactRefused, ArtifactUnreadable) as exc:
+                    # Never run it to compare with; the job fails until someone archives that version.
+                    refused = f"production v{prod.version}'s artifact is not run: {exc.message}"
+                    holdout = gates.Gate(gates.HOLDOUT, False, refused, details={"production_version": prod.version})
+                production_pred = None if refused else await asyncio.to_thread(
+                    lambda: gates.predict(production_module, x_prod).argmax(axis=1))
         low = np.nan_to_num(np.nanmin(np.where(np.isfinite(data.x), data.x, np.nan), axis=0))
         high = np.nan_to_num(np.nanmax(np.where(np.isfinite(data.x), data.x, np.nan), axis=0))
-        robustness = await asyncio.to_thread(gates.robustness_gate, result.artifact, low, high, len(result.classes))
+        robustness = await asyncio.to_thread(gates.robustness_gate, result.artifact, low, high, len(result.classes),
+                                             self._models)
         return [
-            gates.holdout_gate(y, result.holdout_pred, production_pred, production_version=prod.version if prod else "",
-                               tolerance=s.holdout_tolerance, skip_reason=skip),
+            holdout or gates.holdout_gate(y, result.holdout_pred, production_pred,
+                                          production_version=prod.version if prod else "",
+                                          tolerance=s.holdout_tolerance, skip_reason=skip),
             gates.fairness_gate(y, result.holdout_pred, data.groups[hold] if data.groups is not None else None,
                                 attribute=plan.attribute, max_gap=plan.max_gap, metric=s.fairness_metric,
                                 min_group_rows=s.fairness_min_group_rows),

@@ -79,3 +79,17 @@ def test_robustness_gate_feeds_out_of_range_inputs() -> None:
     cases = gates.robustness_cases(low, high)
     assert (cases["far_above_range"] > high).all() and (cases["far_below_range"] < low).all()
     assert np.isnan(cases["nan"]).all() and np.isinf(cases["plus_inf"]).all()
+
+
+class _Leaky(torch.nn.Module):
+    """Valid probabilities, and the bytes of a file folded into them: the gate must never run it."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        leaked = torch.from_file("/etc/hostname", False, 1, dtype=torch.uint8).float()
+        return torch.softmax(x * 0 + leaked, dim=1)
+
+
+def test_the_gates_load_no_artifact_the_model_policy_refuses() -> None:
+    low, high = np.array([0.0, -1.0]), np.array([1.0, 1.0])
+    refused = gates.robustness_gate(_script(_Leaky()), low, high, 2)
+    assert not refused.passed and "aten::from_file" in refused.reason
