@@ -1,7 +1,3 @@
-# LEAD NOTE TO HELPERS (temporary, the lead removes it): several helpers share this working tree. Read
-# /work/helpers/common.md now and follow it: wrap every integration/security/bench run in
-# `flock /tmp/mlops-heavy.lock ...`, never git stash/checkout/reset, commit only your own paths, stop and
-# report within ~100 minutes of your start.
 """One stack with auth on (as `mlops up` starts it by default) for the adversarial suite, started once per
 test session on ports of its own, with a token per role. Every test here attacks it from the wrong side."""
 
