@@ -14,6 +14,7 @@ from typing import Any
 
 from google.protobuf import json_format, struct_pb2
 
+from mlops import names
 from mlops.errors import InvalidArgument
 from mlops.v1 import bandit_router_pb2 as pb
 
@@ -133,7 +134,7 @@ def check_name(value: str, field_name: str) -> str:
 
 def validate(spec: EndpointSpec) -> EndpointSpec:
     """The spec with defaults filled in (names, alias ``production``); InvalidArgument if it is unusable."""
-    check_name(spec.endpoint, "endpoint")
+    names.check_name(spec.endpoint, "endpoint")  # the one name rule: it becomes keys, labels, paths
     if not spec.variants:
         raise InvalidArgument("an endpoint needs at least one variant", field="variants")
     variants: list[VariantSpec] = []

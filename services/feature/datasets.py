@@ -25,6 +25,7 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from mlops.errors import InvalidArgument, NotFound
+from mlops.names import check_name, is_name
 from services.feature import offline
 from services.feature.definitions import Definitions
 from services.feature.pit import PointInTime
@@ -124,6 +125,7 @@ class DatasetStore:
         else:
             if not spec.stream:
                 raise InvalidArgument("stream is required (or label rows inline)", field="stream")
+            check_name(spec.stream, "stream")
             source = offline.read_stream(self.offline_root, spec.stream, spec.start, spec.end)
             if not source:
                 raise NotFound(f"the offline store has no events of stream {spec.stream!r} in that time range",
@@ -199,8 +201,10 @@ class DatasetStore:
         tmp.replace(path)
 
     def card(self, dataset_id: str) -> dict[str, Any]:
+        if not is_name(dataset_id) or not dataset_id.startswith(ID_PREFIX):
+            raise NotFound(f"dataset {dataset_id[:80]!r} does not exist", field="id")
         path = self._card_path(dataset_id)
-        if not dataset_id.startswith(ID_PREFIX) or not path.exists():
+        if not path.exists():
             raise NotFound(f"dataset {dataset_id!r} does not exist", field="id")
         return json.loads(path.read_text())
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 import uuid
 from collections import defaultdict
@@ -21,6 +22,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from mlops.names import check_name, is_name, safe_join
+
+log = logging.getLogger(__name__)
 META_COLUMNS = ("entity_id", "event_time", "event_id")
 
 
@@ -88,7 +92,13 @@ class OfflineWriter:
         for row in rows:
             groups[(row[0], row[2] // _DAY_US)].append(row)
         for (stream, day), part in groups.items():
-            directory = self.root / stream / f"date={(_EPOCH_DATE + timedelta(days=day)).isoformat()}"
+            # Streams were checked by ingest; checked again here, where they become directories. A bad one
+            # is dropped (raising would keep the whole buffer for a retry that can never succeed).
+            if not is_name(stream):
+                log.warning("dropped %d offline rows of stream %r: not a valid name", len(part), stream[:80])
+                continue
+            directory = safe_join(self.root, stream, f"date={(_EPOCH_DATE + timedelta(days=day)).isoformat()}",
+                                  field="stream")
             directory.mkdir(parents=True, exist_ok=True)
             name = f"part-{uuid.uuid4().hex}.parquet"
             tmp = directory / f".{name}.tmp"
@@ -155,9 +165,10 @@ def streams(root: Path) -> list[str]:
 
 
 def files(root: Path, stream: str, start: datetime | None = None, end: datetime | None = None) -> list[Path]:
-    """The stream's Parquet files whose date partition can hold events in ``[start, end)``."""
+    """The stream's Parquet files whose date partition can hold events in ``[start, end)``; a stream that is
+    not a valid name, or a path that would leave ``root``, is refused (InvalidArgument)."""
     out = []
-    for part in sorted((root / stream).glob("date=*")):
+    for part in sorted(safe_join(root, check_name(stream, "stream"), field="stream").glob("date=*")):
         try:
             day = date.fromisoformat(part.name[5:])
         except ValueError:

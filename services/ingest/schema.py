@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,12 +16,12 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, field_validator
 
 from mlops.errors import InvalidArgument, NotFound
+from mlops.names import check_name, safe_join
 from services.ingest import pii
 from services.ingest.pii import PiiPolicy
 
 FieldType = Literal["float", "int", "string", "bool"]
 RESERVED = {"event_id", "stream"}
-_STREAM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
 
 class FieldSpec(BaseModel):
@@ -88,10 +87,7 @@ class EventError(InvalidArgument):
 
 
 def check_stream_name(stream: str) -> None:
-    if not _STREAM_NAME.match(stream):
-        raise InvalidArgument(
-            "stream names are 1-128 characters of letters, digits, '_', '.', '-'", field="stream"
-        )
+    check_name(stream, "stream")
 
 
 def _parse_time(value: Any, field: str) -> datetime:
@@ -222,9 +218,17 @@ class SchemaStore:
         self._root.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._cache: dict[str, tuple[float, StreamSchema]] = {}
+        self._paths: dict[str, Path] = {}
 
     def _path(self, stream: str) -> Path:
-        return self._root / f"{stream}.json"
+        # Every way in (REST, gRPC, Kafka) reaches the file through here: the name is checked once for all
+        # (and remembered, so the hot path pays one dict lookup).
+        path = self._paths.get(stream)
+        if path is None:
+            path = safe_join(self._root, f"{check_name(stream, 'stream')}.json", field="stream")
+            if len(self._paths) < 10_000:
+                self._paths[stream] = path
+        return path
 
     def put(self, stream: str, schema: StreamSchema) -> StreamSchema:
         check_stream_name(stream)

@@ -17,6 +17,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from mlops.errors import Conflict, InvalidArgument, NotFound
+from mlops.names import is_name
 from services.registry.artifacts import ArtifactStore
 from services.registry.db import (
     Experiment,
@@ -31,7 +32,6 @@ from services.registry.db import (
 from services.registry.session import Database
 from services.registry.views import ExperimentView, GateResult, MetricPoint, RunInput, RunView
 
-NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
 RUNNING, FINISHED, FAILED = "running", "finished", "failed"
 STATUSES = (RUNNING, FINISHED, FAILED)
@@ -41,7 +41,7 @@ REQUIRED_LINEAGE = ("dataset_id", "git_commit", "python_version")
 
 def check_name(value: str, field: str) -> str:
     value = (value or "").strip()
-    if not NAME.match(value):
+    if not is_name(value):  # the platform's one name rule (mlops.names)
         raise InvalidArgument(
             f"{field} must be 1-128 characters of letters, digits, '.', '_' or '-', starting with a letter or digit",
             field=field,

@@ -18,6 +18,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from mlops.errors import InvalidArgument
+from mlops.names import check_name
 from mlops.stages import CANDIDATE, normalize_stage
 from mlops.v1 import trainer_pb2
 
@@ -90,6 +91,8 @@ def validate_spec(spec: JobSpec, *, default_epochs: int, max_epochs: int, max_pr
     if not NAME.match(model):
         raise InvalidArgument("model must be 1-128 letters, digits, '.', '_' or '-'", field="model")
     stream = (spec.stream or "").strip()
+    if stream:
+        check_name(stream, "stream")  # it becomes a path in the offline store
     features = [f.strip() for f in spec.features]
     if any(not f for f in features) or len(set(features)) != len(features):
         raise InvalidArgument("features must be distinct, non-empty names", field="features")
