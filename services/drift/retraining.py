@@ -281,12 +281,7 @@ class Retrainer:
                 elif cooling:
                     continue
                 elif isinstance(trigger, NewLabelsTrigger):
-                    since = int(state.get("labels_since") or 0)
-                    if since >= trigger.count:
-                        decision = await self.request(
-                            model, policy, "new_labels", f"new_labels:{seq}",
-                            f"{since} new labelled outcomes since the last request (threshold {trigger.count})",
-                            {"labels_since": since})
+                    decision = await self._new_labels(model, policy, trigger, state, versions, seq)
                 elif isinstance(trigger, QualityTrigger):
                     for m, version in versions:
                         if m == model and decision is None:
@@ -295,6 +290,28 @@ class Retrainer:
                     out.append(decision)
         await self._resend()
         return out
+
+    async def _new_labels(self, model: str, policy: Policy, trigger: NewLabelsTrigger, state: dict[str, str],
+                          versions: list[tuple[str, str]], seq: int) -> Decision | None:
+        """Enough labels for ``model`` since its last request, and (like the drift and quality triggers) a
+        version of it the policy counts: labels about a model with no version in ``stages`` (one never
+        registered, or only candidates) ask for nothing, they would only fail in the trainer."""
+        since = int(state.get("labels_since") or 0)
+        if since < trigger.count:
+            return None
+        counted: list[tuple[str, str]] = []
+        for m, version in versions:
+            stage = await self._counts(policy, model, version) if m == model else None
+            if stage is not None:
+                counted.append((version, stage))
+        if not counted:
+            log.info("new labels for %s: no version of it in stages %s", model, policy.stages)
+            return None
+        where = ", ".join(f"{v} ({stage})" if stage else v for v, stage in counted)
+        return await self.request(
+            model, policy, "new_labels", f"new_labels:{seq}",
+            f"{since} new labelled outcomes since the last request (threshold {trigger.count}); versions {where}",
+            {"labels_since": since, "versions": [v for v, _ in counted]})
 
     async def _schedule(self, model: str, policy: Policy, trigger: ScheduleTrigger, i: int) -> Decision | None:
         now = self._clock()

@@ -254,3 +254,25 @@ async def test_rest_lists_the_policy_requests_and_decisions() -> None:
         assert (await client.get("/v1/retraining", params={"limit": 0})).status_code == 400
         assert (await client.get("/v1/alerts", params={"kind": "weather"})).status_code == 400
         assert (await client.get("/v1/drift/loan-approval/1")).status_code == 404
+
+
+async def test_new_labels_honour_the_stage_filter() -> None:
+    """Labels about a model with no version in the policy's stages (never registered, or only a candidate)
+    ask for no training, as the drift and quality triggers already did."""
+    trigger = [{"type": "new_labels", "count": 100}]
+    unregistered = Loop(_policy(triggers=trigger, cooldown_s=0), stages={})
+    await unregistered.labels(150, accuracy=0.9)
+    assert await unregistered.retrainer.tick() == []
+    assert unregistered.requests() == []
+    candidate = Loop(_policy(triggers=trigger, cooldown_s=0), stages={("loan-approval", "1"): "candidate"})
+    await candidate.labels(150, accuracy=0.9)
+    assert await candidate.retrainer.tick() == [] and candidate.requests() == []
+    anyone = Loop(_policy(triggers=trigger, cooldown_s=0, stages=[]), stages={})
+    await anyone.labels(150, accuracy=0.9)
+    [decision] = await anyone.retrainer.tick()
+    assert decision.outcome == "requested", "stages [] counts every version"
+    production = Loop(_policy(triggers=trigger, cooldown_s=0))
+    await production.labels(150, accuracy=0.9)
+    [decision] = await production.retrainer.tick()
+    assert decision.outcome == "requested" and "versions 1 (production)" in decision.reason
+    assert [r.model for r in production.requests()] == ["loan-approval"]
