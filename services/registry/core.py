@@ -78,8 +78,8 @@ class Registry:
 
     # -- writes ----------------------------------------------------------------------------------------
     async def register(self, req: RegisterInput) -> VersionView:
-        if req.artifact:  # an empty one is the store's to refuse
-            await self._inspect_artifact(req)
+        await self._run(self.store.check_request, req)  # the request's own faults first, then its code
+        await self._inspect_artifact(req)
         view = await self._run(self.store.register, req)
         await self._publish_quietly()
         return view

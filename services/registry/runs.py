@@ -141,7 +141,7 @@ class RunStore:
         RunStore._fill(run, r)
 
     @staticmethod
-    def check_lineage(run: Run) -> None:
+    def check_lineage(run: Run | RunInput) -> None:
         for name in REQUIRED_LINEAGE:
             if not getattr(run, name):
                 raise InvalidArgument(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload
@@ -96,6 +96,14 @@ def check_reference(data: bytes) -> None:
             raise InvalidArgument(f"reference feature {name!r} needs kind numeric or categorical", field="reference")
 
 
+class _CheckedRegistration(NamedTuple):
+    name: str
+    stage: str
+    artifact_format: str
+    signature: dict[str, Any]
+    experiment: str
+
+
 class RegistryStore:
     """Model versions, stage transitions and artifacts; ``runs`` holds experiments and runs."""
 
@@ -151,8 +159,9 @@ class RegistryStore:
             "classes": list(req.signature.classes),
         }
 
-    def register(self, req: RegisterInput) -> VersionView:
-        """Store the artifact (and reference), bind the version to its run, and add it in the requested stage."""
+    def check_request(self, req: RegisterInput) -> _CheckedRegistration:
+        """Everything about a registration that can be checked without the database or the artifact's
+        contents; run first, so a malformed request is told what is wrong before its artifact is inspected."""
         name = check_name(req.model, "model")
         stage = st.normalize_stage(req.stage, default=st.CANDIDATE)
         if not req.artifact:
@@ -167,6 +176,13 @@ class RegistryStore:
         if req.reference:
             check_reference(req.reference)
         experiment_name = check_name(req.run.experiment or name, "run.experiment")
+        if not req.run_id:  # a new run's lineage is all in the request (a named run's is in the database)
+            self.runs.check_lineage(req.run)
+        return _CheckedRegistration(name, stage, fmt, signature, experiment_name)
+
+    def register(self, req: RegisterInput) -> VersionView:
+        """Store the artifact (and reference), bind the version to its run, and add it in the requested stage."""
+        name, stage, fmt, signature, experiment_name = self.check_request(req)
         sha = self.artifacts.put(req.artifact)
         reference_sha = self.artifacts.put(req.reference) if req.reference else ""
 
