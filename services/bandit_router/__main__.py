@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from mlops import grpc_util
 from mlops.bus import topics
+from mlops.bus.journal import Journal
 from mlops.service import Service, run_main
 from mlops.settings import PlatformSettings, peer_address, service_settings
 from mlops.v1 import bandit_router_pb2_grpc
@@ -19,6 +20,7 @@ async def main() -> None:
     settings = PlatformSettings()
     config = RouterSettings()
     service = Service(settings, service_settings("bandit-router"))
+    journal = Journal(settings.home / "journal" / "bandit-router") if config.publish_journal else None
     channels = {peer: grpc_util.channel(peer_address(peer)) for peer in ("registry", "feature", "inference")}
     router = Router(
         store=RouterStore(service.redis, settings.dedup_ttl_s),
@@ -27,6 +29,7 @@ async def main() -> None:
         inference=InferenceCaller(channels["inference"], config.inference_timeout_s),
         producer=service.producer,
         settings=config,
+        journal=journal,
     )
     controller = Controller(router, service.producer)
     service.add_http(http.router(router))
@@ -38,6 +41,8 @@ async def main() -> None:
     service.add_consumer(topics.REWARDS, consumers.on_reward(router))
     service.add_consumer(topics.MODELS_LIFECYCLE, consumers.on_lifecycle(controller), group=config.lifecycle_group)
     service.add_task(controller.run)
+    if journal is not None:
+        service.add_task(router.sweep_journal)
     service.on_stop(controller.stop)
     service.on_stop(router.drain)
     for ch in channels.values():

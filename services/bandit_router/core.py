@@ -25,6 +25,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from mlops.bus import topics
+from mlops.bus.journal import Journal, JournalRecord
 from mlops.bus.producer import Producer
 from mlops.errors import Conflict, InvalidArgument, NotFound
 from mlops.v1 import events_pb2
@@ -37,7 +38,7 @@ from services.bandit_router.clients import (
     RegistryLookup,
     Signature,
 )
-from services.bandit_router.outbox import Outbox
+from services.bandit_router.outbox import Outbox, prediction_event_id, prediction_key
 from services.bandit_router.policies import Arms, LinUCBPolicy, Policy
 from services.bandit_router.records import prediction_record
 from services.bandit_router.settings import RouterSettings
@@ -138,6 +139,7 @@ class Router:
         producer: Producer | None,
         settings: RouterSettings,
         rng: random.Random | None = None,
+        journal: Journal | None = None,
     ) -> None:
         self.store = store
         self.registry = registry
@@ -151,7 +153,7 @@ class Router:
         self._background: set[asyncio.Task[None]] = set()
         self.outbox = Outbox(
             self._publish if producer is not None else None, store, settings.publish_linger_s,
-            settings.publish_max_records, settings.inference_timeout_s, settings.latency_flush_s,
+            settings.publish_max_records, settings.inference_timeout_s, settings.latency_flush_s, journal,
         )
         self.mirror = Mirror(self._serve, self.outbox.put, store, settings.shadow_max_inflight, self._rng)
 
@@ -432,12 +434,24 @@ class Router:
 
     async def _publish(self, record: events_pb2.Prediction) -> None:
         assert self._producer is not None
-        # Keyed by model:version so that one version's predictions share a partition (the drift service
-        # follows each version's stream in order).
-        await self._producer.send(
-            topics.PREDICTIONS, record, key=f"{record.model}:{record.version}",
-            event_id=f"prediction:{record.prediction_id}",
-        )
+        await self._producer.send(topics.PREDICTIONS, record, key=prediction_key(record),
+                                  event_id=prediction_event_id(record))
+
+    async def _republish(self, records: list[JournalRecord]) -> None:
+        """Send journaled records a stopped process never had acknowledged (their trace context is gone)."""
+        assert self._producer is not None
+        await self._producer.send_many(
+            topics.PREDICTIONS, [(r.key, events_pb2.Prediction.FromString(r.value), r.id) for r in records])
+
+    async def sweep_journal(self) -> None:
+        """At start, then every ``journal_sweep_s``: republish the records of processes that died (this
+        one's predecessor after a kill -9, or a replica sharing the journal's directory)."""
+        while True:
+            try:
+                await self.outbox.recover(self._republish)
+            except Exception:
+                log.warning("republishing journaled predictions failed; retrying", exc_info=True)
+            await asyncio.sleep(self.settings.journal_sweep_s)
 
     async def drain(self) -> None:
         """On stop: let running mirrors finish, then send every prediction still held."""

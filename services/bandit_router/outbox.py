@@ -10,12 +10,15 @@ trace context (its ``send predictions`` span stays a child of
 the request's span). Latency samples are counted in the process and added to the histogram every
 ``latency_flush_s`` in one Redis step; the canary guardrails read it once a second anyway.
 
-The guarantee: a record is never dropped while the process runs. A failed send is retried (with backoff)
-ahead of newer records; the outbox holds at most ``max_records`` (sent plus unacknowledged), and when it
-is full, new predictions wait for room for up to ``put_timeout_s`` and then fail as unavailable instead of
-answering without their record. A graceful stop sends everything still held (:meth:`drain`). Only a crash
-(kill -9) loses the records of its last ``linger_s`` plus the send in flight; their decisions are already
-in Redis, so those predictions expire without a reward like any whose feedback never came.
+The guarantee: an answered prediction's record is never lost by a crash of this process. Each record is
+appended to a local write-ahead :class:`~mlops.bus.journal.Journal` before :meth:`Outbox.put` returns (so
+before the answer goes out) and acknowledged there once the broker acknowledged it; after a kill -9 the
+restarted process, or a surviving replica sharing the journal's directory, republishes what was never
+acknowledged (consumers dedup by ``event_id``). A failed send is retried (with backoff) ahead of newer
+records; the outbox holds at most ``max_records`` (sent plus unacknowledged), and when it is full, new
+predictions wait for room for up to ``put_timeout_s`` and then fail as unavailable instead of answering
+without their record. A graceful stop sends everything still held (:meth:`drain`). Without a journal
+(``journal=None``) a crash loses the records of the last ``linger_s`` plus the send in flight.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 
+from mlops.bus.journal import Journal, JournalRecord
 from mlops.errors import Unavailable
 from mlops.v1 import events_pb2
 from services.bandit_router.store import RouterStore
@@ -35,6 +39,17 @@ from services.bandit_router.store import RouterStore
 log = logging.getLogger(__name__)
 
 Publish = Callable[[events_pb2.Prediction], Awaitable[None]]
+
+
+def prediction_event_id(record: events_pb2.Prediction) -> str:
+    """The record's ``event_id`` on ``predictions``: the same on every send, so consumers drop a resend."""
+    return f"prediction:{record.prediction_id}"
+
+
+def prediction_key(record: events_pb2.Prediction) -> str:
+    """Keyed by model:version, so one version's predictions share a partition (drift follows each version's
+    stream in order)."""
+    return f"{record.model}:{record.version}"
 
 
 class Outbox:
@@ -48,8 +63,10 @@ class Outbox:
         max_records: int = 10_000,
         put_timeout_s: float = 5.0,
         latency_flush_s: float = 0.1,
+        journal: Journal | None = None,
     ) -> None:
         self._publish = publish
+        self._journal = journal
         self._store = store
         self._linger_s = linger_s
         self._max_records = max_records
@@ -77,6 +94,10 @@ class Outbox:
             return
         if self.held >= self._max_records:
             await self._wait_for_room()
+        if self._journal is not None:
+            # Durable from here on, so the answer may go out.
+            self._journal.append(JournalRecord(prediction_event_id(record), prediction_key(record),
+                                               record.SerializeToString()))
         self._records.append((record, contextvars.copy_context()))
         if self._sender is None or self._sender.done():
             self._sender = asyncio.get_running_loop().create_task(self._send_loop())
@@ -155,6 +176,9 @@ class Outbox:
         finally:
             self._in_flight -= len(batch)
         failed = [item for item, result in zip(batch, results, strict=True) if isinstance(result, BaseException)]
+        if self._journal is not None:
+            self._journal.ack(prediction_event_id(record) for (record, _), result in zip(batch, results, strict=True)
+                              if not isinstance(result, BaseException))
         if failed:
             log.warning("sending %d of %d predictions failed (%r); retrying", len(failed), len(batch),
                         next(r for r in results if isinstance(r, BaseException)))
@@ -201,6 +225,12 @@ class Outbox:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+        if self._journal is not None:
+            self._journal.close()  # what is still unacknowledged stays journaled for the next process
+
+    async def recover(self, republish: Callable[[list[JournalRecord]], Awaitable[None]]) -> int:
+        """Republish what stopped processes journaled but never had acknowledged; how many records."""
+        return await self._journal.recover(republish) if self._journal is not None else 0
 
 
 def _settle(waiter: asyncio.Future[None]) -> None:

@@ -46,6 +46,16 @@ class RouterSettings(BaseSettings):
         description="Predictions the outbox may hold unacknowledged; beyond it, predict waits (up to the "
         "inference timeout) and then answers 503 rather than answering without its record.",
     )
+    publish_journal: bool = Field(
+        True,
+        description="Append each Prediction record to a local write-ahead journal (MLOPS_HOME/journal/"
+        "bandit-router) before answering, so a crash of this process (kill -9) loses no answered prediction: "
+        "the restarted process, or a replica sharing the directory, republishes what the broker never "
+        "acknowledged. Costs one file write per prediction. Off: a crash loses the last publish_linger_s.",
+    )
+    journal_sweep_s: float = Field(
+        5.0, description="How often a process looks for journals left by stopped processes and republishes them."
+    )
     publish_drain_timeout_s: float = Field(
         10.0, description="How long a graceful stop waits for the outbox's records to be acknowledged."
     )

@@ -103,3 +103,30 @@ async def test_predict_counts_latency_and_a_failed_variants_decision_is_taken_ba
     assert (a.decisions, a.pending, sum(a.latency)) == (20, 20, 20)
     assert (b.decisions, b.pending, sum(b.latency)) == (0, 0, 0) and b.errors > 0
     assert set(store.endpoints["ep"].pending) == {r.prediction_id for r in results}
+
+
+async def test_a_record_is_journaled_before_put_returns_and_forgotten_once_acknowledged(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from mlops.bus.journal import Journal, read_segment
+
+    publish = FlakyPublish(failures=2)
+    publish.gate = asyncio.Event()
+    journal = Journal(tmp_path)
+    outbox = Outbox(publish, MemoryStore(), linger_s=0.001, journal=journal)  # type: ignore[arg-type]
+    for i in range(3):
+        await outbox.put(_record(i))
+    # Nothing is acknowledged yet, and all three are on disk: a crash now loses none of them.
+    (path,) = tmp_path.glob("*.journal")
+    records, acked = read_segment(path.read_bytes())
+    assert sorted(records) == [f"prediction:p{i}" for i in range(3)] and not acked
+    assert events_pb2.Prediction.FromString(records["prediction:p1"].value) == _record(1)
+    assert records["prediction:p1"].key == "m:1"
+    publish.gate.set()
+    for _ in range(500):
+        if journal.outstanding == 0:
+            break
+        await asyncio.sleep(0.01)
+    assert journal.outstanding == 0 and len(publish.sent) == 3  # failed sends stayed journaled until retried
+    _, acked = read_segment(path.read_bytes())
+    assert acked == {f"prediction:p{i}" for i in range(3)}
+    await outbox.drain(timeout_s=1)
+    assert not list(tmp_path.glob("*.journal"))
