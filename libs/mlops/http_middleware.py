@@ -10,7 +10,6 @@ exported.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from typing import Any
@@ -23,7 +22,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from mlops import telemetry
+from mlops import json_input, telemetry
 from mlops.auth import audit, policy
 from mlops.auth.guard import ANONYMOUS, Guard
 from mlops.auth.refusals import RefusalAudit, is_refusal
@@ -33,14 +32,29 @@ from mlops.errors import MlopsError, PermissionDenied, TooLarge
 
 #: paths whose requests are neither counted nor timed (scrapes and probes would drown the figures).
 UNMEASURED = frozenset({"/metrics", "/healthz", "/readyz"})
+#: The route label (metrics) and span name of a request no route matched: one value for every unknown
+#: path, so a caller probing paths cannot grow a series (or a span name) per path.
+UNMATCHED = "unmatched"
 _ROOT = otel_context.Context()
 
 
+def route_label(scope: Scope) -> str:
+    """The matched route's template (``/v1/models/{name}``), or :data:`UNMATCHED`; measured paths that are
+    not routes (``/metrics`` mounted apps) keep their path only when listed in :data:`UNMEASURED`."""
+    route = getattr(scope.get("route"), "path", None)
+    if route is not None:
+        return str(route)
+    return scope["path"] if scope["path"] in UNMEASURED else UNMATCHED
+
+
 def json_fields(body: bytes) -> dict[str, Any]:
-    """The top-level fields of a JSON object body; empty for anything else."""
+    """The top-level fields of a JSON object body; empty for a body that is no JSON object (the route says
+    what it expects). JSON past the bounds of :mod:`mlops.json_input` (depth, number length) is a 400."""
+    if not body:
+        return {}
     try:
-        data = json.loads(body) if body else {}
-    except (ValueError, UnicodeDecodeError):
+        data = json_input.loads(body)
+    except json_input.NotJson:
         return {}
     return data if isinstance(data, dict) else {}
 
@@ -86,6 +100,33 @@ def _header(scope: Scope, name: bytes) -> str | None:
         if key == name:
             return value.decode("latin-1")
     return None
+
+
+class CountedReceive:
+    """The client's ``receive``, counting the body as whoever reads it (the middleware or the app) reads
+    it: past ``limit`` bytes it raises :class:`TooLarge` and marks itself :attr:`exceeded`, so a chunked
+    body (no Content-Length to check up front) is stopped at the limit, not read whole. What is not read is
+    not received: the server stops reading the socket while nothing consumes the body."""
+
+    def __init__(self, receive: Receive, limit: int) -> None:
+        self._receive = receive
+        self.limit = limit
+        self.received = 0
+        self.exceeded = False
+
+    def error(self) -> TooLarge:
+        return TooLarge(f"the body is larger than {self.limit} bytes", field="body")
+
+    async def __call__(self) -> Message:
+        if self.exceeded:
+            raise self.error()
+        message = await self._receive()
+        if message["type"] == "http.request":
+            self.received += len(message.get("body", b""))
+            if self.received > self.limit:
+                self.exceeded = True
+                raise self.error()
+        return message
 
 
 async def _read_body(receive: Receive) -> bytes:
@@ -165,7 +206,7 @@ class PlatformMiddleware:
             span.record_exception(exc)
             raise
         finally:
-            route = getattr(scope.get("route"), "path", path)
+            route = route_label(scope)
             if span.is_recording():
                 span.update_name(f"{method} {route}")
                 span.set_attribute("http.route", route)
@@ -184,20 +225,22 @@ class PlatformMiddleware:
         audit record of a state change. A refusal is counted and audited (rate limited)."""
         method, path = scope["method"], scope["path"]
         principal: Principal | None = None
+        # Every read of the body, the middleware's or the app's, is counted against the limit.
+        counted = CountedReceive(receive, self.max_body_bytes)
         try:
             length = _header(scope, b"content-length")
             if length and length.isdigit() and int(length) > self.max_body_bytes:
-                raise TooLarge(f"the body is larger than {self.max_body_bytes} bytes", field="body")
+                raise counted.error()
             if cross_site_without_bearer(scope):
                 raise PermissionDenied("a cross-site request may not change state; send the bearer header")
             if policy.OPEN_PATHS.match(path):
-                await self.app(scope, receive, send)
+                await self._within_limit(scope, counted, send)
                 return
             permission = policy.rest_permission(method, path)
             stage_default = policy.rest_stage_default(method, path)
             staged = policy.is_staged(stage_default)
             if permission not in policy.AUDITED and not staged and not self.guard.enabled:
-                await self.app(scope, receive, send)
+                await self._within_limit(scope, counted, send)
                 return
             request = Request(scope)
             # Who is calling comes first: nothing of an anonymous or unknown caller's body is read.
@@ -206,10 +249,10 @@ class PlatformMiddleware:
                 authorization = _header(scope, b"authorization") or cookie_token(request)
                 principal = await self.guard.authenticate(authorization)
             reason = ""
+            body: bytes | None = None
             permissions: tuple[str, ...] = (permission,)
             if permission in policy.AUDITED or staged:
-                body = await _read_body(receive)
-                receive = _replay(body, receive)
+                body = await _read_body(counted)
                 fields = json_fields(body)
                 reason = str(fields.get("reason", ""))
                 if staged:
@@ -239,8 +282,35 @@ class PlatformMiddleware:
                     headers.append("set-cookie", cookie.headers["set-cookie"])
             await send(message)
 
-        await self.app(scope, receive, guarded_send)
+        await self._within_limit(scope, counted, guarded_send, None if body is None else _replay(body, counted))
         if policy.audited(permissions) and ok:
-            route = getattr(scope.get("route"), "path", path)
+            route = route_label(scope)
             await audit.record(self.producer(), principal.name, f"{method} {route}", path, reason,
                                actor_id=principal.token_id)
+
+    async def _within_limit(self, scope: Scope, counted: CountedReceive, send: Send,
+                            receive: Receive | None = None) -> None:
+        """Run the app on the counted body (``receive``: the body the middleware read already, replayed, then
+        ``counted``). Once the body passed the limit the answer is 413, whatever the app makes of its failed
+        read (FastAPI turns a failed body read into a 400 of its own)."""
+        receive = receive or counted
+        started = False
+
+        async def limited_send(message: Message) -> None:
+            nonlocal started
+            if counted.exceeded:
+                if not started:
+                    started = True
+                    await _error_response(scope["path"], counted.error())(scope, receive, send)
+                return  # the app's own answer to the failed read is dropped
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, limited_send)
+        except Exception:
+            if not counted.exceeded:
+                raise
+        if counted.exceeded and not started:
+            await _error_response(scope["path"], counted.error())(scope, receive, send)
