@@ -60,7 +60,7 @@ async def main() -> None:
         service.add_task(prediction_log.run)
     plane = DataPlane(repository, prediction_log)
 
-    service.add_http(http.router(plane))
+    service.add_http(http.router(plane, settings.max_body_bytes))
     service.add_grpc(
         lambda server: service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
             grpc_api.InferenceServicer(plane), server

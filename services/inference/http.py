@@ -8,7 +8,6 @@ than the platform's ``{"error": {...}}``: tritonclient.http reads ``error`` as a
 
 from __future__ import annotations
 
-import gzip
 import json
 import zlib
 from collections.abc import Callable, Coroutine
@@ -19,7 +18,7 @@ from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, Field, ValidationError
 
-from mlops.errors import InvalidArgument, MlopsError
+from mlops.errors import InvalidArgument, MlopsError, TooLarge
 from services.inference import codec
 from services.inference.core import DataPlane, InferRequest, InferResponse, ModelMetadata, Tensor
 
@@ -97,15 +96,44 @@ _INFER_DOC = {
 }
 
 
-def _decompress(body: bytes, encoding: str | None) -> bytes:
+#: zlib's window bits per Content-Encoding: gzip's header and trailer, or the zlib format HTTP calls deflate.
+_WBITS = {"gzip": 31, "deflate": 15}
+#: How much is inflated per step: a bound on what one step holds before the size is checked again.
+_INFLATE_STEP = 1024 * 1024
+
+
+def inflate(body: bytes, encoding: str | None, limit: int) -> bytes:
+    """The body decoded from its Content-Encoding (gzip, deflate; anything else as it came), inflated step by
+    step and stopped as soon as it passes ``limit`` bytes (:class:`TooLarge`): a few hundred KiB that
+    inflate to hundreds of MiB are refused after ``limit``, not inflated whole. Concatenated gzip members
+    are read as one body, as ``gzip.decompress`` reads them."""
+    wbits = _WBITS.get((encoding or "").strip().lower())
+    if wbits is None:
+        return body
+    out: list[bytes] = []
+    size = 0
+    pending = body
     try:
-        if encoding == "gzip":
-            return gzip.decompress(body)
-        if encoding == "deflate":
-            return zlib.decompress(body)
-    except (OSError, EOFError, zlib.error) as exc:
+        while True:
+            inflater = zlib.decompressobj(wbits)
+            data = pending
+            while not inflater.eof:
+                piece = inflater.decompress(data, _INFLATE_STEP)
+                size += len(piece)
+                if size > limit:
+                    raise TooLarge(f"the {encoding} body inflates past {limit} bytes", field="body")
+                out.append(piece)
+                data = inflater.unconsumed_tail
+                if not data and not piece:
+                    break
+            if not inflater.eof:
+                raise InvalidArgument(f"the {encoding} body is truncated", field="Content-Encoding")
+            pending = inflater.unused_data
+            if wbits != _WBITS["gzip"] or not pending.strip(b"\0"):
+                break
+    except zlib.error as exc:
         raise InvalidArgument(f"body is not valid {encoding}: {exc}", field="Content-Encoding") from None
-    return body
+    return b"".join(out)
 
 
 def parse_infer_body(
@@ -217,7 +245,7 @@ class V2Route(APIRoute):
         return route
 
 
-def router(plane: DataPlane) -> APIRouter:
+def router(plane: DataPlane, max_body_bytes: int) -> APIRouter:
     api = APIRouter(prefix="/v2", tags=["inference"], route_class=V2Route)
 
     @api.get("/health/live")
@@ -259,7 +287,7 @@ def router(plane: DataPlane) -> APIRouter:
         return await _ready(name, version)
 
     async def _infer(name: str, version: str, request: Request) -> Response:
-        body = _decompress(await request.body(), request.headers.get("content-encoding"))
+        body = inflate(await request.body(), request.headers.get("content-encoding"), max_body_bytes)
         infer_request, doc = parse_infer_body(name, version, body, request.headers.get(HEADER_LENGTH))
         return render_infer_response(await plane.infer(infer_request), doc)
 
