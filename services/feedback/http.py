@@ -3,12 +3,12 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
+from mlops import json_input
 from mlops.errors import InvalidArgument
 from mlops.v1 import events_pb2
 from services.feedback import metrics
@@ -87,10 +87,8 @@ def router(core: FeedbackCore) -> APIRouter:
     @api.post("/v1/feedback", status_code=202, response_model=Accepted, openapi_extra=_BODY_DOC)
     async def post_feedback(request: Request) -> Accepted:
         """Outcomes for served predictions, produced to ``feedback.raw`` (one outcome per prediction counts)."""
-        try:
-            payload = json.loads(await request.body())
-        except ValueError as exc:
-            raise InvalidArgument(f"body is not valid JSON: {exc}", field="body") from exc
+        # Bounded: nesting past any sane depth or an integer too long to convert is a 400, not a 500.
+        payload = json_input.loads(await request.body())
         items, batch_field = parse_body(payload)
         n = await core.submit([i.to_proto() for i in items], batch_field=batch_field)
         metrics.FEEDBACK_ACCEPTED.labels("http").inc(n)

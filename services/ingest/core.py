@@ -215,18 +215,23 @@ class Ingestor:
         for i, raw in enumerate(events):
             try:
                 ev = validate_event(schema, raw, now)
+                msg = events_pb2.ValidatedEvent()
+                msg.stream = stream
+                event_id = ev.event_id or (default_ids[i] if default_ids else new_event_id())
+                msg.event_id = event_id
+                msg.entity_id = ev.entity_id
+                msg.schema_version = schema.version
+                _set_time(msg.event_time, ev.event_time)
+                msg.ingested_at.CopyFrom(ingested_at)
+                _set_fields(msg.fields, ev.fields)
             except EventError as exc:
                 rejected.append(Rejection(i, exc.message, exc.field, exc.reason))
                 continue
-            msg = events_pb2.ValidatedEvent()
-            msg.stream = stream
-            event_id = ev.event_id or (default_ids[i] if default_ids else new_event_id())
-            msg.event_id = event_id
-            msg.entity_id = ev.entity_id
-            msg.schema_version = schema.version
-            _set_time(msg.event_time, ev.event_time)
-            msg.ingested_at.CopyFrom(ingested_at)
-            _set_fields(msg.fields, ev.fields)
+            except (OverflowError, ValueError) as exc:
+                # A number no field holds (an int past 64 bits, a float past 1e308, a time past year 9999):
+                # this event is rejected, as a wrong type would be, and the request is not a 500.
+                rejected.append(Rejection(i, f"a value is out of range: {exc}", None, "out_of_range"))
+                continue
             valid.append((ev.entity_id, msg, event_id))
             if kept is not None and origins is not None:
                 kept.append(origins[i])

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from mlops.errors import InvalidArgument
+from mlops import json_input
+from mlops.errors import InvalidArgument, TooLarge
 from services.ingest.core import Ingestor
 from services.ingest.schema import StreamSchema, check_stream_name
 
@@ -20,8 +20,8 @@ def _parse_body(body: bytes, content_type: str) -> list[Any]:
     if "ndjson" in content_type or "jsonlines" in content_type:
         return _parse_ndjson(text)
     try:
-        data = json.loads(text)
-    except json.JSONDecodeError:
+        data = json_input.loads(text)
+    except json_input.NotJson:
         # A body of several lines that is not one JSON document is read as NDJSON.
         if "\n" in text.strip():
             return _parse_ndjson(text)
@@ -35,9 +35,9 @@ def _parse_ndjson(text: str) -> list[Any]:
         if not line.strip():
             continue
         try:
-            events.append(json.loads(line))
-        except json.JSONDecodeError as exc:
-            raise InvalidArgument(f"line {n} is not valid JSON: {exc.msg}", field=f"body[line {n}]") from None
+            events.append(json_input.loads(line, field=f"body[line {n}]"))
+        except json_input.NotJson as exc:
+            raise InvalidArgument(f"line {n} is not valid JSON: {exc.message}", field=f"body[line {n}]") from None
     return events
 
 
@@ -47,11 +47,12 @@ def router(ingestor: Ingestor, max_body_bytes: int) -> APIRouter:
     @api.post("/{stream}/events", status_code=202)
     async def post_events(stream: str, request: Request) -> JSONResponse:
         check_stream_name(stream)
+        # The platform's middleware stops a body at the platform's limit while it is read; ingest's own is lower.
         if int(request.headers.get("content-length") or 0) > max_body_bytes:
-            raise InvalidArgument(f"the body is larger than {max_body_bytes} bytes", field="body")
+            raise TooLarge(f"the body is larger than {max_body_bytes} bytes", field="body")
         body = await request.body()
         if len(body) > max_body_bytes:
-            raise InvalidArgument(f"the body is larger than {max_body_bytes} bytes", field="body")
+            raise TooLarge(f"the body is larger than {max_body_bytes} bytes", field="body")
         try:
             events = _parse_body(body, request.headers.get("content-type", ""))
         except UnicodeDecodeError:
