@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, Response
 from pydantic import BaseModel, Field
 
+from mlops.times import UtcDatetime
 from services.feature.core import FeatureCore
 from services.feature.datasets import DatasetSpec
 
@@ -16,8 +16,9 @@ from services.feature.datasets import DatasetSpec
 class OnlineRequest(BaseModel):
     entities: list[str] = Field(..., description="Entity ids to read.")
     features: list[str] = Field(default_factory=list, description="Feature names; empty for all.")
-    as_of: datetime | None = Field(
-        None, description="Evaluate windows at this time instead of now (for checks; past buckets are pruned)."
+    as_of: UtcDatetime | None = Field(
+        None, description="Evaluate windows at this time instead of now (for checks; past buckets are pruned; "
+                          "UTC without an offset)."
     )
 
 
@@ -25,8 +26,10 @@ class DatasetRequest(BaseModel):
     stream: str = Field("", description="The stream whose events are the label rows (unless `rows` is given).")
     features: list[str] = Field(..., description="Fields of the label rows, or defined features (as of each row).")
     label: str = Field(..., description="The label field of the label rows.")
-    start: datetime | None = Field(None, description="Only label rows at or after this event time.")
-    end: datetime | None = Field(None, description="Only label rows before this event time.")
+    start: UtcDatetime | None = Field(None, description="Only label rows at or after this event time (UTC without "
+                                                        "an offset).")
+    end: UtcDatetime | None = Field(None, description="Only label rows before this event time (UTC without an "
+                                                      "offset).")
     last_n: int = Field(0, ge=0, description="Keep only the most recent N label rows by event time (0: all).")
     rows: list[dict[str, Any]] | None = Field(
         None, description="Label rows inline: {entity_id, event_time, <label>, ...} (e.g. from a file)."

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, Query
 
 from mlops.archive.store import ArchiveStore
+from mlops.times import UtcDatetime
 
 
 def router(store: ArchiveStore) -> APIRouter:
@@ -19,8 +19,8 @@ def router(store: ArchiveStore) -> APIRouter:
         prediction_id: str | None = None,
         model: str | None = None,
         version: str | None = None,
-        start: datetime | None = Query(None, description="ISO time, inclusive"),
-        end: datetime | None = Query(None, description="ISO time, exclusive"),
+        start: UtcDatetime | None = Query(None, description="ISO time, inclusive (UTC without an offset)"),
+        end: UtcDatetime | None = Query(None, description="ISO time, exclusive (UTC without an offset)"),
         limit: int = Query(100, ge=1, le=10_000),
     ) -> dict[str, Any]:
         rows = await asyncio.to_thread(store.query, prediction_id, model, version, start, end, limit)
