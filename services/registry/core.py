@@ -31,6 +31,7 @@ from services.registry.views import (
     LifecycleEvent,
     MetricPoint,
     ModelSummary,
+    ModelTransition,
     RegisterInput,
     RunInput,
     RunView,
@@ -152,6 +153,9 @@ class Registry:
 
     async def list_models(self) -> list[ModelSummary]:
         return await self._run(self.store.list_models)
+
+    async def recent_transitions(self, limit: int) -> list[ModelTransition]:
+        return await self._run(self.store.recent_transitions, limit)
 
     async def get_model(self, name: str) -> ModelSummary:
         return await self._run(self.store.get_model, name)

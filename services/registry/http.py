@@ -15,6 +15,9 @@ from services.registry.actor import who
 from services.registry.core import Registry
 from services.registry.views import GateResult, MetricPoint, RunInput
 
+#: The most transitions one ``GET /v1/transitions`` returns.
+MAX_TRANSITIONS = 1000
+
 ActorHeader = Annotated[str | None, Header(alias="X-Mlops-Actor", description="Who makes the change.")]
 
 
@@ -89,6 +92,13 @@ def router(registry: Registry) -> APIRouter:
     @api.get("/models")
     async def list_models() -> dict[str, Any]:
         return {"models": [m.to_dict() for m in await registry.list_models()]}
+
+    @api.get("/transitions")
+    async def recent_transitions(
+        limit: int = Query(200, ge=1, le=MAX_TRANSITIONS, description="How many, newest first."),
+    ) -> dict[str, Any]:
+        """Stage transitions of every model and version, newest first (registrations included)."""
+        return {"transitions": [t.to_dict() for t in await registry.recent_transitions(limit)]}
 
     @api.get("/models/{name}")
     async def get_model(name: str) -> dict[str, Any]:

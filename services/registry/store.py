@@ -30,6 +30,7 @@ from services.registry.views import (
     ExperimentView,
     LifecycleEvent,
     ModelSummary,
+    ModelTransition,
     RegisterInput,
     RunView,
     Signature,
@@ -377,6 +378,19 @@ class RegistryStore:
         with self._session() as session:
             q = select(RegisteredModel).options(selectinload(RegisteredModel.versions)).order_by(RegisteredModel.name)
             return [self._summary(m) for m in session.scalars(q)]
+
+    def recent_transitions(self, limit: int) -> list[ModelTransition]:
+        """The latest ``limit`` stage transitions of every model, newest first, in one query (the console's
+        audit page read them one version at a time: a request per version)."""
+        with self._session() as session:
+            q = (
+                select(StageTransition, RegisteredModel.name, ModelVersionRow.number)
+                .join(ModelVersionRow, StageTransition.model_version_id == ModelVersionRow.id)
+                .join(RegisteredModel, ModelVersionRow.model_id == RegisteredModel.id)
+                .order_by(StageTransition.id.desc())
+                .limit(limit)
+            )
+            return [ModelTransition(name, str(number), _transition(t)) for t, name, number in session.execute(q)]
 
     def get_model(self, name: str) -> ModelSummary:
         with self._session() as session:

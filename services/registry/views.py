@@ -108,6 +108,18 @@ class Transition:
 
 
 @dataclass(slots=True)
+class ModelTransition:
+    """A stage transition with the model version it moved: one row of the registry-wide history."""
+
+    model: str
+    version: str
+    transition: Transition
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model": self.model, "version": self.version, **self.transition.to_dict()}
+
+
+@dataclass(slots=True)
 class VersionView:
     model: str
     version: str

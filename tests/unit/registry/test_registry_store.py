@@ -307,3 +307,15 @@ def test_an_older_database_is_upgraded_in_place(tmp_path: Path) -> None:
     assert new.register(reg(key="k", reference=json.dumps(REFERENCE).encode())).version == "2"
     assert new.register(reg(key="k")).version == "2"
     new.close()
+
+
+def test_recent_transitions_of_every_model_in_one_read(store: RegistryStore) -> None:
+    store.register(reg("a"))
+    store.register(reg("b", artifact=b"w2"))
+    store.set_stage("a", "1", "shadow", reason="try it", actor="ann")
+    recent = store.recent_transitions(10)
+    assert [(t.model, t.version, t.transition.to_stage) for t in recent] == [
+        ("a", "1", "shadow"), ("b", "1", "candidate"), ("a", "1", "candidate")]
+    assert recent[0].to_dict()["actor"] == "ann" and recent[0].to_dict()["reason"] == "try it"
+    assert recent[0].to_dict()["from_stage"] == "candidate"
+    assert [t.model for t in store.recent_transitions(1)] == ["a"]
