@@ -229,7 +229,7 @@ class PlatformMiddleware:
         counted = CountedReceive(receive, self.max_body_bytes)
         try:
             length = _header(scope, b"content-length")
-            if length and length.isdigit() and int(length) > self.max_body_bytes:
+            if length and length.isascii() and length.isdigit() and int(length) > self.max_body_bytes:
                 raise counted.error()
             if cross_site_without_bearer(scope):
                 raise PermissionDenied("a cross-site request may not change state; send the bearer header")

@@ -319,3 +319,10 @@ def test_recent_transitions_of_every_model_in_one_read(store: RegistryStore) -> 
     assert recent[0].to_dict()["actor"] == "ann" and recent[0].to_dict()["reason"] == "try it"
     assert recent[0].to_dict()["from_stage"] == "candidate"
     assert [t.model for t in store.recent_transitions(1)] == ["a"]
+
+
+@pytest.mark.parametrize("version", ["1" * 5000, "²", "\u0661", "99999999999999999999", "-1", "1.0", ""])
+def test_a_version_that_is_no_plain_number_is_not_found(store: RegistryStore, version: str) -> None:
+    store.register(reg("a"))
+    with pytest.raises(NotFound):
+        store.get_version("a", version)
