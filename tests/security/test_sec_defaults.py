@@ -5,13 +5,20 @@ deployments (docker-compose.yml, deploy/k8s) run with auth on, a tokens file mou
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
+import pytest
+import yaml
 
+from mlops.auth.policy import SERVICE_ROLES
+from mlops.auth.tokens import TokenStore
+from mlops.settings import SERVICES
 from tests.integration.stack import PORT_BASE
 from tests.security.conftest import SecureStack
 
@@ -71,3 +78,43 @@ def test_with_auth_turned_off_on_purpose_it_starts(secure: SecureStack) -> None:
             proc.kill()
             output, _ = proc.communicate()
     assert "auth is off" in output and "anonymous admin" in output, output[-3000:]
+
+
+def _compose_services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The platform's services in a compose file (those that run ``python -m services.<name>``)."""
+    return {name: svc for name, svc in compose["services"].items()
+            if "services." in " ".join(str(c) for c in svc.get("command") or ())}
+
+
+def test_the_compose_file_runs_every_service_with_auth_on() -> None:
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    services = _compose_services(compose)
+    assert set(services) == set(SERVICES), services.keys()
+    for name, svc in services.items():
+        env = svc["environment"]
+        assert str(env.get("MLOPS_AUTH_ENABLED", "true")).lower() != "false", name
+        assert "MLOPS_SERVICE_TOKEN" not in env and "MLOPS_TOKEN" not in env, f"{name}: a token in the file"
+        tokens_dir = str(Path(env["MLOPS_AUTH_TOKENS_FILE"]).parent)
+        assert any(str(v).endswith(f":{tokens_dir}:ro") for v in svc["volumes"]), (name, svc["volumes"])
+        assert str(svc["env_file"]).endswith(f"/env/{name}.env"), (name, svc.get("env_file"))
+
+
+@pytest.mark.skipif(shutil.which("docker-compose") is None, reason="needs docker-compose to render the file")
+def test_compose_gives_each_service_its_own_least_role_token(tmp_path: Path) -> None:
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("MLOPS_")}, "MLOPS_SECRETS_DIR": str(tmp_path)}
+    subprocess.run([str(ROOT / "scripts" / "compose-secrets")], env=env, check=True, capture_output=True,
+                   timeout=120)
+    rendered = subprocess.run(["docker-compose", "-f", str(ROOT / "docker-compose.yml"), "config"], env=env,
+                              cwd=ROOT, check=True, capture_output=True, text=True, timeout=120).stdout
+    store = TokenStore(tmp_path / "tokens" / "tokens.json")
+    assert oct(store.path.stat().st_mode & 0o777) == oct(0o644)  # hashes only; the services' uid reads it
+    for name, svc in _compose_services(yaml.safe_load(rendered)).items():
+        token = svc["environment"].get("MLOPS_SERVICE_TOKEN")
+        if name not in SERVICE_ROLES:
+            assert token is None, f"{name} calls no peer but gets a token"
+            continue
+        principal = store.verify(token or "")
+        assert principal is not None and principal.role == SERVICE_ROLES[name], (name, principal)
+    for env_file in (tmp_path / "env").iterdir():
+        assert env_file.stat().st_mode & 0o077 == 0, f"{env_file} is readable by others"
+    assert not list((tmp_path / "tokens").glob("*.token")), "a token beside the hashes that every service mounts"
