@@ -17,7 +17,7 @@ import grpc
 import httpx
 
 from mlops.auth.local import service_headers
-from mlops.grpc_util import channel
+from mlops.grpc_util import ON_BEHALF_OF_METADATA, channel
 from mlops.v1 import feature_pb2, feature_pb2_grpc, registry_pb2, registry_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -89,12 +89,17 @@ class RegistryClient:
         self._timeout = timeout_s
         self._attempts = attempts
 
-    async def register(self, request: registry_pb2.RegisterModelVersionRequest) -> registry_pb2.ModelVersion:
-        # Safe to retry: the request carries an idempotency key, so a retry returns the same version.
+    async def register(
+        self, request: registry_pb2.RegisterModelVersionRequest, on_behalf_of: str = ""
+    ) -> registry_pb2.ModelVersion:
+        """Register with the trainer's own token, declaring whom for (the requester's token id: the audit
+        trail records it beside the trainer's). Safe to retry: the request carries an idempotency key, so a
+        retry returns the same version."""
+        metadata = (*ACTOR, (ON_BEHALF_OF_METADATA, on_behalf_of)) if on_behalf_of else ACTOR
         return await _call(
             "registry",
             "RegisterModelVersion",
-            lambda: self._stub.RegisterModelVersion(request, timeout=self._timeout, metadata=ACTOR),
+            lambda: self._stub.RegisterModelVersion(request, timeout=self._timeout, metadata=metadata),
             self._attempts,
         )
 

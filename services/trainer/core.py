@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import tempfile
 import time
@@ -23,6 +24,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from mlops.auth.guard import current_principal
 from mlops.errors import NotFound
 from mlops.modelguard import ModelPolicy, default_policy
 from mlops.modelguard.refusal import ArtifactRefused, ArtifactUnreadable
@@ -52,7 +54,9 @@ class Features(Protocol):
 
 
 class Registrar(Protocol):
-    async def register(self, request: registry_pb2.RegisterModelVersionRequest) -> registry_pb2.ModelVersion: ...
+    async def register(
+        self, request: registry_pb2.RegisterModelVersionRequest, on_behalf_of: str = ""
+    ) -> registry_pb2.ModelVersion: ...
     async def resolve_alias(self, model: str, alias: str) -> registry_pb2.ModelVersion | None: ...
     async def artifact(self, version: registry_pb2.ModelVersion) -> bytes: ...
 
@@ -97,7 +101,11 @@ class Trainer:
                              max_processes=s.max_processes)
 
     async def submit(self, spec: JobSpec, *, request_id: str = "", event_id: str = "") -> Job:
-        """Queue a job for ``spec``; a request id (or event id) seen before returns that request's job."""
+        """Queue a job for ``spec``; a request id (or event id) seen before returns that request's job. The
+        caller's token id (REST and gRPC; none from ``training.requests``) goes with the job: the version is
+        registered on their behalf."""
+        principal = current_principal.get()
+        spec = dataclasses.replace(spec, requested_by=principal.token_id if principal is not None else "")
         job, created = await self.jobs.create(self.checked(spec), request_id=request_id, event_id=event_id)
         if created:
             self._enqueue(job.id)
@@ -330,4 +338,4 @@ class Trainer:
             reference=reference.dumps(ref),
             idempotency_key=job.id,
         )
-        return await self._registry.register(request)
+        return await self._registry.register(request, on_behalf_of=spec.requested_by)

@@ -37,7 +37,7 @@ def router(trainer: Trainer) -> APIRouter:
 
     @api.post("", status_code=status.HTTP_202_ACCEPTED)
     async def submit(body: TrainingJobCreate) -> dict[str, Any]:
-        spec = JobSpec(**body.model_dump(exclude={"request_id"}))
+        spec = JobSpec(**body.model_dump(exclude={"request_id"}))  # requested_by: from the token (core.submit)
         return (await trainer.submit(spec, request_id=body.request_id)).to_dict()
 
     @api.get("")

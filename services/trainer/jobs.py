@@ -58,6 +58,9 @@ class JobSpec:
     sensitive_attribute: str = ""  # fairness gate: the attribute whose groups must be treated alike
     fairness_max_gap: float = 0.0  # 0: the trainer's default
     processes: int = 0  # data-parallel processes (torchrun); 0: the trainer's default
+    #: the token id of whoever asked (set by the trainer from the caller's token, never from the request body):
+    #: the trainer registers with its own token on their behalf, and the audit trail names them
+    requested_by: str = ""
 
     def to_proto(self) -> trainer_pb2.TrainingJobSpec:
         return trainer_pb2.TrainingJobSpec(
@@ -115,7 +118,7 @@ def validate_spec(spec: JobSpec, *, default_epochs: int, max_epochs: int, max_pr
     if not 0 <= spec.processes <= max_processes:
         raise InvalidArgument(f"processes must be between 0 and {max_processes}", field="processes")
     return JobSpec(model, stream, features, label, stage, epochs, spec.seed, spec.reason or "", spec.recent_rows,
-                   attribute, spec.fairness_max_gap, spec.processes)
+                   attribute, spec.fairness_max_gap, spec.processes, spec.requested_by)
 
 
 @dataclass(slots=True)

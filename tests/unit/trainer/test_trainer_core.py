@@ -3,6 +3,7 @@ captured run fields, epoch metrics, gates, registration, inheritance from the pr
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import time
@@ -15,6 +16,8 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
+from mlops.auth.guard import current_principal
+from mlops.auth.tokens import Principal
 from mlops.errors import NotFound
 from mlops.v1 import feature_pb2, registry_pb2
 from services.trainer.clients import PeerError
@@ -97,10 +100,13 @@ class FakeFeatures:
 class FakeRegistry:
     def __init__(self, production: registry_pb2.ModelVersion | None = None, artifact: bytes = b"") -> None:
         self.requests: list[registry_pb2.RegisterModelVersionRequest] = []
+        self.on_behalf_of: list[str] = []
         self.production, self._artifact = production, artifact
 
-    async def register(self, request: registry_pb2.RegisterModelVersionRequest) -> registry_pb2.ModelVersion:
+    async def register(self, request: registry_pb2.RegisterModelVersionRequest,
+                       on_behalf_of: str = "") -> registry_pb2.ModelVersion:
         self.requests.append(request)
+        self.on_behalf_of.append(on_behalf_of)
         return registry_pb2.ModelVersion(model=request.model, version=str(len(self.requests)),
                                          run_id=request.run.tags[RUN_ID_TAG], stage=request.stage)
 
@@ -188,6 +194,20 @@ async def test_a_job_captures_its_run_logs_each_epoch_passes_the_gates_and_regis
     assert model(torch.zeros(2, 2)).shape == (2, 2)
     assert (await trainer.run_job(job.id)).version == "1"  # a finished job is not run again
     assert len(registry.requests) == 1
+
+
+async def test_the_version_is_registered_on_behalf_of_whoever_submitted_the_job() -> None:
+    trainer, _, registry, _ = make(FakeFeatures())
+    token = current_principal.set(Principal(token_id="tok-42", name="alice", role="scientist"))
+    try:
+        job = await trainer.submit(dataclasses.replace(SPEC, requested_by="forged"))
+    finally:
+        current_principal.reset(token)
+    anonymous = await trainer.submit(SPEC, request_id="from-kafka")  # training.requests: no caller token
+    assert job.spec.requested_by == "tok-42" and anonymous.spec.requested_by == ""
+    await trainer.run_job(job.id)
+    await trainer.run_job(anonymous.id)
+    assert registry.on_behalf_of == ["tok-42", ""]
 
 
 async def test_one_job_per_request_and_event() -> None:
