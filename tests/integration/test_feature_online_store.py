@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import time
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from redis.asyncio import Redis
 
 from services.feature.definitions import Definitions
-from services.feature.online import OnlineEvent, OnlineStore
+from services.feature.online import KEY_PREFIX, OnlineEvent, OnlineStore
 from services.feature.settings import DEFAULT_DEFINITIONS
 from tests.integration.stack import Stack
 
@@ -54,5 +54,37 @@ async def test_duplicates_within_one_call_are_skipped_and_the_rest_applied(stack
             assert g["event_time"] == w["event_time"]
         assert got[0]["values"]["event_count"] == 3
         assert got[1]["values"]["payments_1h"] is not None
+    finally:
+        await redis.aclose()
+
+
+async def test_an_old_event_at_the_end_of_its_hour_counts_in_its_hour_only(stack: Stack) -> None:
+    """An event eight days old (past the 7-day TTL), in the last minute of its hour: reads ``as_of`` a
+    moment after it see it in every window; a read in the next hour no longer counts it in the tumbling
+    hour (``payments_1h``: the hour the read falls in) but still in the sliding hour and the whole
+    history. Windows are evaluated at ``as_of``, not at Redis's clock, and the keys live the TTL from the
+    write, not from the event's time."""
+    redis = Redis.from_url(stack.redis_url)
+    store = OnlineStore(redis, Definitions.load(DEFAULT_DEFINITIONS), marker_ttl_s=600)
+    run = uuid.uuid4().hex[:8]
+    hour = (datetime.now(UTC) - timedelta(days=8)).replace(minute=0, second=0, microsecond=0)
+    event_at = hour + timedelta(minutes=59, seconds=30)
+    entity = f"hour-end-{run}"
+    try:
+        applied = await store.apply([OnlineEvent(f"{run}-0", entity, "payments-store-test",
+                                                 int(event_at.timestamp() * 1000), {"amount": 5.0})])
+        assert (applied.applied, applied.late) == (1, 0)
+        assert await redis.ttl(KEY_PREFIX + entity) > 6 * 86400
+
+        (now,) = await store.read([entity], ["amount", "payments_1h"])
+        assert now["found"] and now["values"] == {"amount": None, "payments_1h": None}  # stale
+
+        (same_hour,) = await store.read([entity], [], event_at + timedelta(seconds=20))
+        assert same_hour["values"]["payments_1h"] == 1 and same_hour["values"]["amount_sum_1h"] == 5
+
+        (next_hour,) = await store.read([entity], [], event_at + timedelta(minutes=1))
+        values = next_hour["values"]
+        assert values["amount"] == 5.0 and values["amount_total"] == 5 and values["amount_sum_1h"] == 5
+        assert values["payments_1h"] == 0
     finally:
         await redis.aclose()
