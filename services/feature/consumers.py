@@ -82,6 +82,8 @@ def on_validated(core: FeatureCore, producer: Producer, flush_s: float, flush_ro
             log.warning("offline flush of %d rows failed (online updates continue, offsets wait): %r",
                         offline.pending, exc)
             return False
-        return True
+        # Not simply True: other lanes may have buffered rows while this flush wrote, and "committable"
+        # means every record handled so far is durable (kill -9 then would lose their offline rows).
+        return offline.pending == 0
 
     return handle

@@ -117,7 +117,7 @@ class BatchConsumer:
                     elif self._uncommitted:
                         # idle: a buffering handler may flush on time, and what it flushed is committed
                         if await self._handle([], self._prepared([])):
-                            await self._commit()
+                            await self._commit(dict(self._uncommitted))
                     elif not free:
                         await asyncio.sleep(self._poll_ms / 1000)  # nothing assigned yet
                     continue
@@ -140,7 +140,7 @@ class BatchConsumer:
             await self._drain(lanes)
             # a last call with nothing new lets a buffering handler flush before the final commit
             if self._uncommitted and await self._handle([], self._prepared([]), final=True):
-                await self._commit()
+                await self._commit(dict(self._uncommitted))
         finally:
             for task in lanes.values():
                 task.cancel()
@@ -167,7 +167,7 @@ class BatchConsumer:
         ok = await self._handle(envelopes, work)
         self._uncommitted.update(offsets)
         if ok:
-            await self._commit()
+            await self._commit(dict(self._uncommitted))
 
     async def stop(self, timeout_s: float = 10.0) -> None:
         """Ask the loop to finish its batch and commit, and wait for it (up to ``timeout_s``)."""
@@ -228,20 +228,21 @@ class BatchConsumer:
                 links.append(trace.Link(ctx))
         return parent, links
 
-    async def _commit(self) -> None:
-        """Commit the offsets of the batches handled (of the partitions still assigned: a revoked one's
-        records are redelivered to its new owner). Lanes commit one at a time; an offset a lane adds
-        meanwhile stays for the next commit."""
+    async def _commit(self, handled: dict[TopicPartition, int]) -> None:
+        """Commit ``handled``: the offsets the handler had just declared committable, taken when it said so
+        (of the partitions still assigned: a revoked one's records are redelivered to its new owner).
+        Never the offsets as they stand when the commit lock is free: a lane that finished meanwhile with
+        records still buffered (a handler answering False) must not be committed by another lane's True."""
         assert self._consumer is not None
         async with self._commit_lock:
             for attempt in range(5):
                 assigned = self._consumer.assignment()
-                offsets = {tp: offset for tp, offset in self._uncommitted.items() if tp in assigned}
+                offsets = {tp: offset for tp, offset in handled.items() if tp in assigned}
                 try:
                     if offsets:
                         await self._consumer.commit(offsets)
-                    for tp, offset in list(self._uncommitted.items()):
-                        if tp not in assigned or offsets.get(tp) == offset:
+                    for tp, offset in handled.items():
+                        if self._uncommitted.get(tp) == offset:
                             del self._uncommitted[tp]
                     return
                 except KafkaError as exc:

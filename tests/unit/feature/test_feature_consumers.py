@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import threading
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -156,3 +157,30 @@ def test_rows_added_during_a_flush_wait_for_the_next_and_count_as_pending(tmp_pa
 
     asyncio.run(scenario())
     assert [r["event_id"] for r in read_stream(tmp_path, "s")] == [f"e{i}" for i in range(5)]
+
+
+def test_a_flush_does_not_vouch_for_rows_another_lane_buffered_while_it_wrote(tmp_path: Path) -> None:
+    """Lanes run concurrently: rows another partition buffers while this flush writes are not durable, so
+    the flushing lane may not answer "committable" (its True would commit the other lane's offsets)."""
+    core, producer = _Core(tmp_path), _Producer()
+    handle = _two_stage(core, on_validated(core, producer, flush_s=3600, flush_rows=2, max_pending=100))  # type: ignore[arg-type]
+    write = core.offline._write
+    writing, release = threading.Event(), threading.Event()
+
+    def slow_write(rows: list) -> None:  # type: ignore[type-arg]
+        writing.set()
+        release.wait(10)
+        write(rows)
+
+    core.offline._write = slow_write  # type: ignore[method-assign]
+
+    async def lanes() -> tuple[bool, bool]:
+        flushing = asyncio.create_task(handle([_env(0), _env(1)], False))  # 2 rows: this lane flushes
+        await asyncio.to_thread(writing.wait, 10)
+        other = await handle([_env(2)], False)  # buffered while the flush writes
+        release.set()
+        return await flushing, other
+
+    flushed, other = asyncio.run(lanes())
+    assert flushed is False  # row 2 was buffered, not written, when its flush finished
+    assert other is True and core.offline.pending == 0  # the other lane's own flush (after the first) wrote it
