@@ -2,6 +2,7 @@
 
 from mlops.archive import mount as archive
 from mlops.bus import topics
+from mlops.bus.batch_consumer import BatchConsumer
 from mlops.service import Service, run_main
 from mlops.settings import PlatformSettings, service_settings
 from mlops.v1 import feedback_pb2_grpc
@@ -27,8 +28,16 @@ async def main() -> None:
     service.add_http(http.router(core))
     servicer = grpc_api.Servicer(core)
     service.add_grpc(lambda server: feedback_pb2_grpc.add_FeedbackServiceServicer_to_server(servicer, server))
-    service.add_consumer(topics.PREDICTIONS, consumers.on_prediction(core))
-    service.add_consumer(topics.FEEDBACK_RAW, consumers.on_feedback(core))
+    # Batch consumers (a lane per partition): one Redis read, one Redis write and one send per batch. The
+    # group names are those of the per-record consumers they replace, so an upgrade resumes at their offsets.
+    for topic, handler, prepare in (
+        (topics.PREDICTIONS, consumers.on_predictions(core, service.producer), consumers.prepare_predictions),
+        (topics.FEEDBACK_RAW, consumers.on_feedback(core, service.producer), consumers.prepare_feedback),
+    ):
+        consumer = BatchConsumer(settings, topic, f"feedback.{topic}", handler, prepare=prepare,
+                                 max_records=feedback.batch_records)
+        service.add_task(consumer.run)
+        service.on_stop(consumer.stop)
     service.add_task(core.run_sweeper)
     # The prediction archive (GET /v1/predictions): predictions with their outcomes, as Parquet by date.
     archive.mount(service)

@@ -7,35 +7,31 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from mlops.bus import topics
 from mlops.bus.deadletter import dead_letter
 from mlops.bus.envelope import EVENT_ID, Envelope
 from mlops.bus.producer import Producer
-from mlops.errors import InvalidArgument, NotFound, PoisonRecord
+from mlops.errors import InvalidArgument, NotFound
 from mlops.v1 import events_pb2
 from services.feedback import metrics
-from services.feedback.join import (
-    Quality,
-    build_label,
-    build_reward,
-    feedback_event_id,
-    label_event_id,
-    outcome,
-    reward_event_id,
-    validate_feedback,
-)
+from services.feedback.join import Quality, feedback_event_id, validate_feedback
+from services.feedback.plan import FeedbackItem, Plan, PredictionItem, Seen, plan_feedback, plan_predictions
 from services.feedback.settings import FeedbackSettings
-from services.feedback.store import JoinStep, JoinStore
+from services.feedback.store import JoinStore
 
 log = logging.getLogger(__name__)
 
 EXPIRED_REASON = "unmatched feedback after TTL"
 
 
-class ClaimBusy(Exception):
-    """Another consumer holds a fresh claim on this join; the record is retried (with backoff) later."""
+#: read-plan-write rounds of one batch before it is handed back for a retry with backoff
+MAX_PLAN_ROUNDS = 5
+
+
+class JoinConflict(Exception):
+    """The batch's join state kept changing under it; the batch consumer retries it with backoff."""
 
 
 class FeedbackCore:
@@ -86,50 +82,49 @@ class FeedbackCore:
         return q
 
     # -- consumers ---------------------------------------------------------------------------------------
-    async def on_prediction(self, prediction: events_pb2.Prediction, raw: bytes) -> None:
-        if not prediction.prediction_id:
-            raise PoisonRecord("prediction has no prediction_id", field="prediction_id")
-        if prediction.shadow:
-            # Nobody saw a shadow prediction, so no outcome can be about it: it earns no reward.
-            metrics.JOIN_RESULTS.labels("shadow_skipped").inc()
-            return
-        step = await self.store.on_prediction(prediction.prediction_id, raw, self._clock())
-        await self._after(prediction.prediction_id, step)
+    async def join_feedback(self, items: list[FeedbackItem]) -> None:
+        """Join a batch of feedback records (one partition's, in order): one read and one write in Redis,
+        then one send of the batch's rewards and labels."""
+        plan = await self._settle(lambda: self.store.read_for_feedback(items), lambda seen: plan_feedback(items, seen))
+        await self._emit(plan)
 
-    async def on_feedback(self, fb: events_pb2.Feedback, raw: bytes, partition: int, offset: int) -> None:
-        try:
-            validate_feedback(fb)
-        except InvalidArgument as exc:
-            raise PoisonRecord(exc.message, field=exc.field) from exc
-        step = await self.store.on_feedback(fb.prediction_id, raw, partition, offset, self._clock())
-        await self._after(fb.prediction_id, step)
+    async def join_predictions(self, items: list[PredictionItem]) -> None:
+        """Store a batch of predictions (one round trip) and join the feedback that waited for them."""
+        plan = await self._settle(lambda: self.store.store_predictions(items),
+                                  lambda seen: plan_predictions(items, seen))
+        await self._emit(plan)
 
-    async def _after(self, prediction_id: str, step: JoinStep) -> None:
-        if step.result == "busy":
-            raise ClaimBusy(f"join of {prediction_id} is being emitted elsewhere")
-        if step.result != "stored":
-            metrics.JOIN_RESULTS.labels(step.result).inc()
-        if step.result == "joined":
-            assert step.prediction is not None and step.feedback is not None
-            await self._emit(step.prediction, step.feedback)
+    async def _settle(self, read: Callable[[], Awaitable[dict[str, Seen]]], decide: Callable[[dict[str, Seen]], Plan]
+                      ) -> Plan:
+        """Read, plan and write until the write finds what the plan was made on (another consumer may join
+        one of the batch's ids in between; rare, so a few rounds always do)."""
+        for _ in range(MAX_PLAN_ROUNDS):
+            plan = decide(await read())
+            if not plan.writes:
+                break
+            qualities = await self.store.apply(plan, self._clock())
+            if qualities is not None:
+                for q in qualities:
+                    metrics.publish_quality(q)
+                break
+            metrics.JOIN_RESULTS.labels("conflict").inc()
+        else:
+            raise JoinConflict(f"the batch's join state kept changing over {MAX_PLAN_ROUNDS} rounds")
+        for result, n in (("joined", len(plan.joins)), ("held", len(plan.holds)), ("duplicate", plan.duplicates),
+                          ("reemitted", plan.reemitted), ("unrecoverable", len(plan.unrecoverable))):
+            if n:
+                metrics.JOIN_RESULTS.labels(result).inc(n)
+        if plan.unrecoverable:
+            log.error("joins of %d prediction(s) could not be re-emitted (their predictions expired), e.g. %s",
+                      len(plan.unrecoverable), plan.unrecoverable[0])
+        return plan
 
-    async def _emit(self, raw_prediction: bytes, raw_feedback: bytes) -> None:
-        prediction = events_pb2.Prediction.FromString(raw_prediction)
-        fb = events_pb2.Feedback.FromString(raw_feedback)
-        result = outcome(prediction, fb)
-        pid = prediction.prediction_id
-        await self._producer.send(
-            topics.REWARDS, build_reward(prediction, fb, result), key=pid, event_id=reward_event_id(pid)
-        )
-        if fb.HasField("label"):
-            await self._producer.send(
-                # Keyed by model: a version's labels are one ordered stream in one partition, which the
-                # drift service's sequential detectors need.
-                topics.LABELS, build_label(prediction, fb), key=prediction.model, event_id=label_event_id(pid)
-            )
-        quality = await self.store.finish(pid, prediction.model, prediction.version, result)
-        if quality is not None:
-            metrics.publish_quality(quality)
+    async def _emit(self, plan: Plan) -> None:
+        """Send the batch's rewards and labels together and wait for both acknowledgements."""
+        sends = [self._producer.send_many(topics.REWARDS, plan.rewards)] if plan.rewards else []
+        if plan.labels:
+            sends.append(self._producer.send_many(topics.LABELS, plan.labels))
+        await asyncio.gather(*sends)
 
     # -- background --------------------------------------------------------------------------------------
     async def sweep_once(self) -> int:

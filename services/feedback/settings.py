@@ -18,9 +18,13 @@ class FeedbackSettings(BaseSettings):
         DAY_S, gt=0, description="How long feedback that arrived before its prediction is held, then dead-lettered."
     )
     claim_lease_s: float = Field(
-        10.0, gt=0, description="A join claimed but not yet emitted is taken over after this (crash recovery)."
+        10.0, gt=0,
+        description="Expired feedback claimed by a sweep but not yet dead-lettered is taken over after this.",
     )
     sweep_interval_s: float = Field(5.0, gt=0, description="How often held feedback past its TTL is swept.")
     sweep_batch: int = Field(500, gt=0, description="Most expired feedback dead-lettered per sweep round.")
     quality_refresh_s: float = Field(15.0, gt=0, description="How often the quality gauges are reloaded from Redis.")
+    batch_records: int = Field(
+        1000, gt=0, description="Most records of one partition joined as one batch (one Redis write, one send)."
+    )
     max_batch: int = Field(10_000, gt=0, description="Most feedback items accepted in one request.")

@@ -5,111 +5,146 @@ Keys (prefix ``mlops:feedback:``):
 - ``pred:{id}``     the served Prediction's bytes, expiring after ``prediction_ttl_s``;
 - ``held:{id}``     feedback that came before its prediction (hash: fb, partition, offset, held_at);
 - ``pending``       sorted set of held prediction ids by deadline, walked by the sweep;
-- ``join:{id}``     the join's outcome (hash ``state`` = claimed | emitted | expiring | expired), kept for
-                    the platform's dedup TTL: it is what makes a second feedback, a redelivered record or
-                    a racing consumer a no-op, so each prediction yields exactly one reward;
+- ``join:{id}``     the join (hash: ``state`` = joined | expiring | expired, ``fb`` the feedback joined,
+                    ``by`` the record that made the join), kept for the platform's dedup TTL: it is what
+                    makes a second feedback, a redelivered record or a racing consumer a no-op, so each
+                    prediction yields exactly one reward;
 - ``quality:{model}:{version}`` running sums for online quality; ``quality-index`` lists the versions;
 - ``stats``         counters (held, joined, duplicates, expired).
 
-A join is claimed first (the record to emit is kept in ``join:{id}``), emitted to Kafka, then finished,
-which also adds to the quality sums. A claim older than ``claim_lease_s`` that was never finished
-(a crash between claim and finish) is taken over by whichever delivery comes next and re-emitted with
-the same event_ids; a younger one makes the caller retry later, so two live consumers never both emit.
+A batch is read in one script (:meth:`JoinStore.read_for_feedback`, or :meth:`JoinStore.store_predictions`,
+which also stores the predictions), planned in Python (``services.feedback.plan``), and written in one
+script (:meth:`JoinStore.apply`) that first checks that nothing the plan rests on has changed since the
+read (another consumer may have joined one of its ids meanwhile; then nothing is written and the batch is
+read again), then writes every join with its quality sums. See ``plan`` for why no claim step is needed.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Literal
 
 from redis.asyncio import Redis
 
-from services.feedback.join import Outcome, Quality, calibration_bin
+from services.feedback.join import Quality
+from services.feedback.plan import FeedbackItem, Plan, PredictionItem, Seen
 
 PREFIX = "mlops:feedback:"
 
-# KEYS: join, pred, held, pending. ARGV: id, fb, partition, offset, now, deadline, held_ttl, dedup_ttl, lease.
-_ON_FEEDBACK = """
-local state = redis.call('HGET', KEYS[1], 'state')
-if state == 'claimed' then
-  local at = tonumber(redis.call('HGET', KEYS[1], 'claimed_at') or '0')
-  if at + tonumber(ARGV[9]) > tonumber(ARGV[5]) then return {'busy'} end
-  redis.call('HSET', KEYS[1], 'claimed_at', ARGV[5])
-  return {'joined', redis.call('HGET', KEYS[1], 'pred'), redis.call('HGET', KEYS[1], 'fb')}
+# KEYS: join, pred, held per id. ARGV: the source of each id's first record. Per id, returns: state, by,
+# the feedback of a legacy claim, the prediction (when the record may join or re-emit), held (0/1).
+_READ_FOR_FEEDBACK = """
+local out = {}
+for i = 1, #ARGV do
+  local k = (i - 1) * 3
+  local j = redis.call('HMGET', KEYS[k + 1], 'state', 'by', 'fb')
+  local state = j[1]
+  local pred = false
+  local held = 0
+  local fb = false
+  if (not state) or state == 'claimed' or (state == 'joined' and j[2] == ARGV[i]) then
+    pred = redis.call('GET', KEYS[k + 2])
+  end
+  if not state then held = redis.call('EXISTS', KEYS[k + 3]) end
+  if state == 'claimed' then fb = j[3] end
+  local o = (i - 1) * 5
+  out[o + 1] = state
+  out[o + 2] = j[2]
+  out[o + 3] = fb
+  out[o + 4] = pred
+  out[o + 5] = held
 end
-if state then
-  redis.call('HINCRBY', KEYS[5], 'duplicates', 1)
-  return {'duplicate'}
-end
-local pred = redis.call('GET', KEYS[2])
-if pred then
-  redis.call('HSET', KEYS[1], 'state', 'claimed', 'pred', pred, 'fb', ARGV[2], 'claimed_at', ARGV[5])
-  redis.call('EXPIRE', KEYS[1], ARGV[8])
-  return {'joined', pred, ARGV[2]}
-end
-if redis.call('EXISTS', KEYS[3]) == 1 then
-  redis.call('HINCRBY', KEYS[5], 'duplicates', 1)
-  return {'duplicate'}
-end
-redis.call('HSET', KEYS[3], 'fb', ARGV[2], 'partition', ARGV[3], 'offset', ARGV[4], 'held_at', ARGV[5])
-redis.call('EXPIRE', KEYS[3], ARGV[7])
-redis.call('ZADD', KEYS[4], ARGV[6], ARGV[1])
-redis.call('HINCRBY', KEYS[5], 'held', 1)
-return {'held'}
+return out
 """
 
-# KEYS: join, pred, held, pending. ARGV: id, prediction, prediction_ttl, now, dedup_ttl, lease.
-_ON_PREDICTION = """
-redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[3])
-local state = redis.call('HGET', KEYS[1], 'state')
-if state == 'claimed' then
-  local at = tonumber(redis.call('HGET', KEYS[1], 'claimed_at') or '0')
-  if at + tonumber(ARGV[6]) > tonumber(ARGV[4]) then return {'busy'} end
-  redis.call('HSET', KEYS[1], 'claimed_at', ARGV[4])
-  return {'joined', redis.call('HGET', KEYS[1], 'pred'), redis.call('HGET', KEYS[1], 'fb')}
+# KEYS: join, pred, held per id. ARGV: prediction_ttl, then each id's prediction. Stores the predictions;
+# per id, returns: state, by, the joined (or legacy claimed) feedback, the held feedback.
+_STORE_PREDICTIONS = """
+local out = {}
+for i = 2, #ARGV do
+  local k = (i - 2) * 3
+  redis.call('SET', KEYS[k + 2], ARGV[i], 'EX', ARGV[1])
+  local j = redis.call('HMGET', KEYS[k + 1], 'state', 'by', 'fb')
+  local held = false
+  if not j[1] then held = redis.call('HGET', KEYS[k + 3], 'fb') end
+  local o = (i - 2) * 4
+  out[o + 1] = j[1]
+  out[o + 2] = j[2]
+  out[o + 3] = j[3]
+  out[o + 4] = held
 end
-if state then return {'stored'} end
-local fb = redis.call('HGET', KEYS[3], 'fb')
-if fb then
-  redis.call('HSET', KEYS[1], 'state', 'claimed', 'pred', ARGV[2], 'fb', fb, 'claimed_at', ARGV[4])
-  redis.call('EXPIRE', KEYS[1], ARGV[5])
-  redis.call('DEL', KEYS[3])
-  redis.call('ZREM', KEYS[4], ARGV[1])
-  return {'joined', ARGV[2], fb}
-end
-return {'stored'}
+return out
 """
 
-# KEYS: join, quality, quality-index, stats. ARGV: index member, reward, labeled, correct, has_value, value,
-# has_log_loss, log_loss, calibration bin ('' for none), confidence. Returns the quality hash, or nil when
-# the join was already finished.
-_FINISH = """
-if redis.call('HGET', KEYS[1], 'state') ~= 'claimed' then return nil end
-redis.call('HSET', KEYS[1], 'state', 'emitted')
-redis.call('HDEL', KEYS[1], 'pred', 'fb', 'claimed_at')
-redis.call('HINCRBY', KEYS[4], 'joined', 1)
-redis.call('SADD', KEYS[3], ARGV[1])
-redis.call('HINCRBY', KEYS[2], 'count', 1)
-redis.call('HINCRBYFLOAT', KEYS[2], 'reward_sum', ARGV[2])
-if ARGV[3] == '1' then
-  redis.call('HINCRBY', KEYS[2], 'labeled', 1)
-  redis.call('HINCRBY', KEYS[2], 'correct', tonumber(ARGV[4]))
+# KEYS: pending, stats, quality-index, then join, pred, held per join, then per hold, then one quality key
+# per version. ARGV: now, dedup_ttl, held_ttl, deadline, joins, holds, duplicates, versions; then per join:
+# id, expected state, from prediction (1/0), feedback, by; per hold: id, feedback, partition, offset; per
+# version: index member, int fields, float fields, then (field, increment) pairs.
+# Checks every join and hold against the state its plan read ({'conflict'} and no write when one changed),
+# then writes them all; returns {'ok', quality hash per version...}.
+_APPLY = """
+local nj, nh, nv = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[8])
+local a = 9
+for i = 0, nj - 1 do
+  local k = 3 + i * 3
+  local state = redis.call('HGET', KEYS[k + 1], 'state') or ''
+  if state ~= ARGV[a + 1] then return {'conflict'} end
+  if state == '' then
+    if ARGV[a + 2] == '1' then
+      if redis.call('HGET', KEYS[k + 3], 'fb') ~= ARGV[a + 3] then return {'conflict'} end
+    elseif redis.call('EXISTS', KEYS[k + 2]) == 0 then
+      return {'conflict'}
+    end
+  end
+  a = a + 5
 end
-if ARGV[5] == '1' then
-  redis.call('HINCRBY', KEYS[2], 'value_count', 1)
-  redis.call('HINCRBYFLOAT', KEYS[2], 'value_sum', ARGV[6])
+local hk = 3 + nj * 3
+for i = 0, nh - 1 do
+  local k = hk + i * 3
+  if redis.call('HEXISTS', KEYS[k + 1], 'state') == 1 or redis.call('EXISTS', KEYS[k + 2]) == 1
+     or redis.call('EXISTS', KEYS[k + 3]) == 1 then
+    return {'conflict'}
+  end
 end
-if ARGV[7] == '1' then
-  redis.call('HINCRBY', KEYS[2], 'log_loss_count', 1)
-  redis.call('HINCRBYFLOAT', KEYS[2], 'log_loss_sum', ARGV[8])
+a = 9
+for i = 0, nj - 1 do
+  local k = 3 + i * 3
+  redis.call('HSET', KEYS[k + 1], 'state', 'joined', 'fb', ARGV[a + 3], 'by', ARGV[a + 4])
+  redis.call('HDEL', KEYS[k + 1], 'pred', 'claimed_at')
+  redis.call('EXPIRE', KEYS[k + 1], ARGV[2])
+  redis.call('DEL', KEYS[k + 3])
+  redis.call('ZREM', KEYS[1], ARGV[a])
+  a = a + 5
 end
-if ARGV[9] ~= '' then
-  redis.call('HINCRBY', KEYS[2], 'cal_n:' .. ARGV[9], 1)
-  redis.call('HINCRBYFLOAT', KEYS[2], 'cal_conf:' .. ARGV[9], ARGV[10])
-  redis.call('HINCRBY', KEYS[2], 'cal_ok:' .. ARGV[9], tonumber(ARGV[4]))
+for i = 0, nh - 1 do
+  local k = hk + i * 3
+  redis.call('HSET', KEYS[k + 3], 'fb', ARGV[a + 1], 'partition', ARGV[a + 2], 'offset', ARGV[a + 3],
+             'held_at', ARGV[1])
+  redis.call('EXPIRE', KEYS[k + 3], ARGV[3])
+  redis.call('ZADD', KEYS[1], ARGV[4], ARGV[a])
+  a = a + 4
 end
-return redis.call('HGETALL', KEYS[2])
+if nj > 0 then redis.call('HINCRBY', KEYS[2], 'joined', nj) end
+if nh > 0 then redis.call('HINCRBY', KEYS[2], 'held', nh) end
+if tonumber(ARGV[7]) > 0 then redis.call('HINCRBY', KEYS[2], 'duplicates', ARGV[7]) end
+local out = {'ok'}
+local qk = hk + nh * 3
+for v = 1, nv do
+  local key = KEYS[qk + v]
+  redis.call('SADD', KEYS[3], ARGV[a])
+  local ni, nf = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
+  a = a + 3
+  for _ = 1, ni do
+    redis.call('HINCRBY', key, ARGV[a], ARGV[a + 1])
+    a = a + 2
+  end
+  for _ = 1, nf do
+    redis.call('HINCRBYFLOAT', key, ARGV[a], ARGV[a + 1])
+    a = a + 2
+  end
+  out[#out + 1] = redis.call('HGETALL', key)
+end
+return out
 """
 
 # KEYS: join, held, pending. ARGV: id, now, lease, dedup_ttl.
@@ -149,17 +184,6 @@ redis.call('HINCRBY', KEYS[3], 'expired', 1)
 return 1
 """
 
-FeedbackResult = Literal["joined", "held", "duplicate", "busy", "stored"]
-
-
-@dataclass(frozen=True, slots=True)
-class JoinStep:
-    """What a script decided; ``prediction``/``feedback`` are set when the caller must emit the join."""
-
-    result: FeedbackResult
-    prediction: bytes | None = None
-    feedback: bytes | None = None
-
 
 @dataclass(frozen=True, slots=True)
 class Expired:
@@ -169,15 +193,12 @@ class Expired:
     offset: int
 
 
-def _step(raw: list[bytes]) -> JoinStep:
-    result = raw[0].decode()
-    if result == "joined":
-        return JoinStep("joined", raw[1], raw[2])
-    return JoinStep(result)  # type: ignore[arg-type]
-
-
 def index_member(model: str, version: str) -> str:
     return json.dumps([model, version])
+
+
+def _text(raw: bytes | None) -> str:
+    return raw.decode() if raw else ""
 
 
 class JoinStore:
@@ -198,69 +219,77 @@ class JoinStore:
         # A join marker must outlive both waits, or a late duplicate could join a second time.
         self.dedup_ttl_s = max(dedup_ttl_s, prediction_ttl_s, feedback_ttl_s) + 3600
         self.claim_lease_s = claim_lease_s
-        self._on_feedback = redis.register_script(_ON_FEEDBACK)
-        self._on_prediction = redis.register_script(_ON_PREDICTION)
-        self._finish = redis.register_script(_FINISH)
+        self._read_for_feedback = redis.register_script(_READ_FOR_FEEDBACK)
+        self._store_predictions = redis.register_script(_STORE_PREDICTIONS)
+        self._apply = redis.register_script(_APPLY)
         self._claim_expired = redis.register_script(_CLAIM_EXPIRED)
         self._finish_expired = redis.register_script(_FINISH_EXPIRED)
 
     @staticmethod
     def _keys(prediction_id: str) -> list[str]:
-        return [
-            f"{PREFIX}join:{prediction_id}",
-            f"{PREFIX}pred:{prediction_id}",
-            f"{PREFIX}held:{prediction_id}",
-            f"{PREFIX}pending",
-            f"{PREFIX}stats",
+        return [f"{PREFIX}join:{prediction_id}", f"{PREFIX}pred:{prediction_id}", f"{PREFIX}held:{prediction_id}"]
+
+    async def read_for_feedback(self, items: list[FeedbackItem]) -> dict[str, Seen]:
+        """What Redis holds for each prediction id of a feedback batch (one round trip)."""
+        first: dict[str, str] = {}
+        for item in items:
+            first.setdefault(item.prediction_id, item.source)
+        if not first:
+            return {}
+        keys = [k for pid in first for k in self._keys(pid)]
+        raw = await self._read_for_feedback(keys=keys, args=list(first.values()))
+        seen = {}
+        for i, pid in enumerate(first):
+            state, by, claimed_fb, prediction, held = raw[i * 5 : i * 5 + 5]
+            seen[pid] = Seen(state=_text(state), by=_text(by), join_feedback=claimed_fb, prediction=prediction,
+                             held=bool(held))
+        return seen
+
+    async def store_predictions(self, items: list[PredictionItem]) -> dict[str, Seen]:
+        """Store a batch of predictions and return what waits for each id (one round trip)."""
+        first: dict[str, bytes] = {}
+        for item in items:
+            first.setdefault(item.prediction_id, item.raw)
+        if not first:
+            return {}
+        keys = [k for pid in first for k in self._keys(pid)]
+        raw = await self._store_predictions(keys=keys, args=[self.prediction_ttl_s, *first.values()])
+        seen = {}
+        for i, pid in enumerate(first):
+            state, by, join_fb, held_fb = raw[i * 4 : i * 4 + 4]
+            seen[pid] = Seen(state=_text(state), by=_text(by), join_feedback=join_fb, held_feedback=held_fb,
+                             held=held_fb is not None)
+        return seen
+
+    async def apply(self, plan: Plan, now: float) -> list[Quality] | None:
+        """Write a batch's plan at once; None (nothing written) when what it was planned on changed."""
+        keys = [f"{PREFIX}pending", f"{PREFIX}stats", f"{PREFIX}quality-index"]
+        args: list[str | bytes | int | float] = [
+            now, self.dedup_ttl_s, self.feedback_ttl_s + 24 * 3600, now + self.feedback_ttl_s,
+            len(plan.joins), len(plan.holds), plan.duplicates, len(plan.quality),
         ]
-
-    async def on_feedback(
-        self, prediction_id: str, feedback: bytes, partition: int, offset: int, now: float
-    ) -> JoinStep:
-        deadline = now + self.feedback_ttl_s
-        # The held hash outlives its deadline so that the sweep still finds it after a pause.
-        held_ttl = self.feedback_ttl_s + 24 * 3600
-        raw = await self._on_feedback(
-            keys=self._keys(prediction_id),
-            args=[
-                prediction_id, feedback, partition, offset, now, deadline, held_ttl, self.dedup_ttl_s,
-                self.claim_lease_s,
-            ],
-        )
-        return _step(raw)
-
-    async def on_prediction(self, prediction_id: str, prediction: bytes, now: float) -> JoinStep:
-        raw = await self._on_prediction(
-            keys=self._keys(prediction_id)[:4],
-            args=[prediction_id, prediction, self.prediction_ttl_s, now, self.dedup_ttl_s, self.claim_lease_s],
-        )
-        return _step(raw)
-
-    async def finish(self, prediction_id: str, model: str, version: str, result: Outcome) -> Quality | None:
-        """Mark the join emitted and add its outcome to the quality sums; None if it already was."""
-        raw = await self._finish(
-            keys=[
-                f"{PREFIX}join:{prediction_id}",
-                quality_key(model, version),
-                f"{PREFIX}quality-index",
-                f"{PREFIX}stats",
-            ],
-            args=[
-                index_member(model, version),
-                repr(result.reward),
-                "1" if result.correct is not None else "0",
-                "1" if result.correct else "0",
-                "1" if result.value is not None else "0",
-                repr(result.value or 0.0),
-                "1" if result.log_loss is not None else "0",
-                repr(result.log_loss or 0.0),
-                "" if result.confidence is None else str(calibration_bin(result.confidence)),
-                repr(result.confidence or 0.0),
-            ],
-        )
-        if raw is None:
+        for join in plan.joins:
+            keys.extend(self._keys(join.prediction_id))
+            args.extend((join.prediction_id, join.expected_state, "1" if join.from_prediction else "0",
+                         join.feedback, join.by))
+        for hold in plan.holds:
+            # The held hash outlives its deadline (held_ttl) so that the sweep still finds it after a pause.
+            keys.extend(self._keys(hold.prediction_id))
+            args.extend((hold.prediction_id, hold.raw, hold.partition, hold.offset))
+        versions = list(plan.quality)
+        for model, version in versions:
+            delta = plan.quality[(model, version)]
+            keys.append(quality_key(model, version))
+            args.extend((index_member(model, version), len(delta.ints), len(delta.floats)))
+            for name, n in delta.ints.items():
+                args.extend((name, n))
+            for name, x in delta.floats.items():
+                args.extend((name, repr(x)))
+        raw = await self._apply(keys=keys, args=args)
+        if raw[0] == b"conflict":
             return None
-        return Quality.from_hash(model, version, dict(zip(raw[::2], raw[1::2], strict=True)))
+        return [Quality.from_hash(model, version, dict(zip(h[::2], h[1::2], strict=True)))
+                for (model, version), h in zip(versions, raw[1:], strict=True)]
 
     async def due(self, now: float, limit: int) -> list[str]:
         """Prediction ids whose held feedback is past its deadline."""
@@ -268,17 +297,18 @@ class JoinStore:
         return [i.decode() for i in ids]
 
     async def claim_expired(self, prediction_id: str, now: float) -> Expired | None:
-        keys = self._keys(prediction_id)
+        join, _, held = self._keys(prediction_id)
         raw = await self._claim_expired(
-            keys=[keys[0], keys[2], keys[3]], args=[prediction_id, now, self.claim_lease_s, self.dedup_ttl_s]
+            keys=[join, held, f"{PREFIX}pending"], args=[prediction_id, now, self.claim_lease_s, self.dedup_ttl_s]
         )
         if not raw or raw[0] is None:
             return None
         return Expired(prediction_id, raw[0], int(raw[1] or -1), int(raw[2] or -1))
 
     async def finish_expired(self, prediction_id: str) -> bool:
-        keys = self._keys(prediction_id)
-        return bool(await self._finish_expired(keys=[keys[0], keys[3], keys[4]], args=[prediction_id]))
+        join = self._keys(prediction_id)[0]
+        return bool(await self._finish_expired(keys=[join, f"{PREFIX}pending", f"{PREFIX}stats"],
+                                               args=[prediction_id]))
 
     async def quality(self, model: str, version: str) -> Quality | None:
         raw = await self._redis.hgetall(quality_key(model, version))

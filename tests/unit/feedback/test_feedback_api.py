@@ -1,4 +1,5 @@
-"""The REST adapter and the core's submit/join steps, with an in-memory producer and store (no servers)."""
+"""The REST adapter, the core's submit and batch join steps and the consumers' prepare stage, with an
+in-memory producer and store (no servers)."""
 
 from __future__ import annotations
 
@@ -7,14 +8,16 @@ from dataclasses import dataclass, field
 import httpx
 import pytest
 
+from mlops.bus.envelope import Envelope
 from mlops.service import Service
 from mlops.settings import PlatformSettings, service_settings
 from mlops.v1 import events_pb2
 from services.feedback import http
-from services.feedback.core import ClaimBusy, FeedbackCore
-from services.feedback.join import Outcome, Quality
+from services.feedback.consumers import prepare_feedback, prepare_predictions
+from services.feedback.core import FeedbackCore, JoinConflict
+from services.feedback.join import Quality
+from services.feedback.plan import FeedbackItem, Plan, Seen
 from services.feedback.settings import FeedbackSettings
-from services.feedback.store import JoinStep
 
 
 @dataclass
@@ -33,18 +36,26 @@ class FakeProducer:
 
 @dataclass
 class FakeStore:
-    step: JoinStep = field(default_factory=lambda: JoinStep("stored"))
-    finished: list[tuple[str, Outcome]] = field(default_factory=list)
+    """What Redis holds (``seen``); the first ``conflicts`` writes find it changed (then ``after_conflict``)."""
 
-    async def on_feedback(self, *_: object) -> JoinStep:
-        return self.step
+    seen: dict[str, Seen] = field(default_factory=dict)
+    conflicts: int = 0
+    after_conflict: dict[str, Seen] | None = None
+    reads: int = 0
+    applied: list[Plan] = field(default_factory=list)
 
-    async def on_prediction(self, *_: object) -> JoinStep:
-        return self.step
+    async def read_for_feedback(self, items: list[FeedbackItem]) -> dict[str, Seen]:
+        self.reads += 1
+        return self.seen
 
-    async def finish(self, pid: str, model: str, version: str, result: Outcome) -> Quality | None:
-        self.finished.append((pid, result))
-        return Quality.from_hash(model, version, {"count": "1", "reward_sum": str(result.reward)})
+    async def apply(self, plan: Plan, now: float) -> list[Quality] | None:
+        self.applied.append(plan)
+        if self.conflicts:
+            self.conflicts -= 1
+            if self.after_conflict is not None:
+                self.seen = self.after_conflict
+            return None
+        return [Quality.from_hash(m, v, {"count": "1"}) for m, v in plan.quality]
 
     async def quality(self, model: str, version: str) -> Quality | None:
         return None
@@ -122,37 +133,58 @@ async def test_grpc_batches_name_items_field() -> None:
     assert getattr(err.value, "field", None) == "items.1.prediction_id"
 
 
-async def test_a_join_emits_reward_and_label_then_finishes() -> None:
+async def test_a_batch_is_read_planned_written_once_then_sent_once() -> None:
     pred = events_pb2.Prediction(prediction_id="p1", model="m", version="1", outputs=[0.3, 0.7])
     fb = events_pb2.Feedback(prediction_id="p1", label=1)
-    core, producer, store = _core(FakeStore(JoinStep("joined", pred.SerializeToString(), fb.SerializeToString())))
-    await core.on_feedback(fb, fb.SerializeToString(), 0, 5)
+    store = FakeStore({"p1": Seen(prediction=pred.SerializeToString())})
+    core, producer, _ = _core(store)
+    await core.join_feedback([FeedbackItem("p1", fb.SerializeToString(), "feedback.raw/0/5", 0, 5)])
     assert [(t, e) for t, _, e in producer.sent] == [("rewards", "reward:p1"), ("labels", "label:p1")]
-    assert producer.keys == ["p1", "m"], "labels are keyed by model: one ordered stream per version for drift"
-    assert store.finished[0][1].reward == 1.0
+    assert store.reads == 1 and len(store.applied) == 1
+    assert store.applied[0].quality[("m", "1")].floats["reward_sum"] == 1.0
 
 
-async def test_reward_only_feedback_emits_no_label() -> None:
-    pred = events_pb2.Prediction(prediction_id="p1", model="m", version="1", outputs=[0.3, 0.7])
-    fb = events_pb2.Feedback(prediction_id="p1", reward=0.25)
-    core, producer, _ = _core(FakeStore(JoinStep("joined", pred.SerializeToString(), fb.SerializeToString())))
-    await core.on_prediction(pred, pred.SerializeToString())
-    assert [t for t, _, _ in producer.sent] == ["rewards"]
+async def test_a_conflicting_write_is_planned_again_on_a_fresh_read() -> None:
+    fb = events_pb2.Feedback(prediction_id="p1", reward=0.5)
+    pred = events_pb2.Prediction(prediction_id="p1", model="m", version="1")
+    store = FakeStore({"p1": Seen()}, conflicts=1)
+    store.after_conflict = {"p1": Seen(prediction=pred.SerializeToString())}
+    core, producer, _ = _core(store)
+    await core.join_feedback([FeedbackItem("p1", fb.SerializeToString(), "s", 0, 1)])
+    assert store.reads == 2 and len(store.applied) == 2
+    assert store.applied[0].holds and store.applied[1].joins  # held at first; joined once its prediction came
+    assert [e for _, _, e in producer.sent] == ["reward:p1"]
 
 
-async def test_busy_claim_is_retried_and_held_or_duplicate_emit_nothing() -> None:
-    fb = events_pb2.Feedback(prediction_id="p1", label=1)
-    core, producer, _ = _core(FakeStore(JoinStep("busy")))
-    with pytest.raises(ClaimBusy):
-        await core.on_feedback(fb, fb.SerializeToString(), 0, 1)
-    for result in ("held", "duplicate", "stored"):
-        core, producer, _ = _core(FakeStore(JoinStep(result)))  # type: ignore[arg-type]
-        await core.on_feedback(fb, fb.SerializeToString(), 0, 1)
+async def test_state_that_never_settles_fails_the_batch_for_a_retry() -> None:
+    fb = events_pb2.Feedback(prediction_id="p1", reward=0.5)
+    core, producer, _ = _core(FakeStore({"p1": Seen()}, conflicts=100))
+    with pytest.raises(JoinConflict):
+        await core.join_feedback([FeedbackItem("p1", fb.SerializeToString(), "s", 0, 1)])
+    assert producer.sent == []
+
+
+async def test_held_and_duplicate_feedback_emit_nothing() -> None:
+    fb = events_pb2.Feedback(prediction_id="p1", label=1).SerializeToString()
+    for seen in (Seen(), Seen(state="joined", by="other")):
+        core, producer, _ = _core(FakeStore({"p1": seen}))
+        await core.join_feedback([FeedbackItem("p1", fb, "s", 0, 1)])
         assert producer.sent == []
 
 
-async def test_shadow_predictions_are_not_joined() -> None:
-    pred = events_pb2.Prediction(prediction_id="p1", model="m", version="1", shadow=True)
-    core, producer, _ = _core(FakeStore(JoinStep("joined", b"", b"")))
-    await core.on_prediction(pred, pred.SerializeToString())
-    assert producer.sent == []
+def test_shadow_and_bad_predictions_are_not_joined() -> None:
+    shadow = events_pb2.Prediction(prediction_id="p1", model="m", version="1", shadow=True)
+    envelopes = [Envelope("predictions", shadow.SerializeToString(), partition=0, offset=1),
+                 Envelope("predictions", events_pb2.Prediction(model="m").SerializeToString(), partition=0, offset=2),
+                 Envelope("predictions", b"\xff\xff", partition=0, offset=3)]
+    batch = prepare_predictions(envelopes)
+    assert batch.items == [] and batch.shadow == 1 and [e.offset for e, _, _ in batch.bad] == [2, 3]
+
+
+def test_invalid_feedback_records_are_dead_lettered_naming_the_field() -> None:
+    good = events_pb2.Feedback(prediction_id="p1", reward=1.0).SerializeToString()
+    bad = events_pb2.Feedback(prediction_id="p2").SerializeToString()
+    batch = prepare_feedback([Envelope("feedback.raw", good, partition=2, offset=1),
+                              Envelope("feedback.raw", bad, partition=2, offset=2)])
+    assert [i.source for i in batch.items] == ["feedback.raw/2/1"]
+    assert [(e.offset, f) for e, _, f in batch.bad] == [(2, "label|reward|value")]
