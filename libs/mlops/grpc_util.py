@@ -104,6 +104,9 @@ async def _admit(m: _Method, guard: Guard | None, authorization: str | None, req
         if not m.open:
             assert guard is not None
             principal = await guard.authenticate(authorization)
+            # The method's own permission before anything of the request is looked at: a caller who may not
+            # call the method is refused as such, whatever it sent (not told what in its input is wrong).
+            guard.authorize(principal, policy.grpc_permission(m.method))
         permissions = m.needed(request)
         if principal is not None:
             assert guard is not None
