@@ -152,7 +152,7 @@ class DataPlane:
         log = self.prediction_log
         if log is not None and request.parameters.get("prediction_log", True) is not False:
             prediction_id = str(request.parameters.get("prediction_id") or new_prediction_id())
-            log.record(Entry(
+            recorded = log.record(Entry(
                 prediction_id=prediction_id,
                 model=loaded.model,
                 version=loaded.version,
@@ -164,6 +164,13 @@ class DataPlane:
                 context=otel_context.get_current(),
                 parameters=request.parameters,
             ))
+            if not recorded:
+                # An answer whose record would be dropped is an answered prediction nobody can audit, join
+                # to its outcome or learn from: refuse it instead (the caller retries; the router's outbox
+                # answers the same way when full).
+                raise Unavailable(
+                    f"{log.buffered_rows} prediction records are waiting for the broker; not answering more "
+                    "until they are sent")
             response.parameters["prediction_id"] = prediction_id
         return response
 

@@ -7,9 +7,10 @@ of the request's span). ``event_id`` is ``prediction:<prediction_id>``, so consu
 
 The request path only appends one entry to a bounded buffer (no protobuf, no I/O); a background task
 builds the records and publishes them in batches. When the buffer is full (the broker is down or slower
-than the traffic), new entries are dropped and counted (``mlops_inference_predictions_logged_total
-{outcome="dropped"}``) rather than stalling or failing predictions; a publish that fails is retried with
-backoff (consumers are idempotent by event_id, so a partial batch sent twice is harmless).
+than the traffic), a new entry is refused and counted (``mlops_inference_predictions_logged_total
+{outcome="dropped"}``) and the request answers 503/UNAVAILABLE (``core.DataPlane.infer``): a prediction
+is never answered without its record. A publish that fails is retried with backoff (consumers are
+idempotent by event_id, so a partial batch sent twice is harmless).
 
 Callers that record the prediction themselves (the bandit-router publishes its own record, with endpoint
 and variant) send the request parameter ``prediction_log: false``; callers may also pass ``prediction_id``,

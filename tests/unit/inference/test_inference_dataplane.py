@@ -18,11 +18,12 @@ import tritonclient.http as th
 from tritonclient.grpc import service_pb2
 from tritonclient.http._utils import _get_inference_request
 
-from mlops.errors import InvalidArgument, NotFound
+from mlops.errors import InvalidArgument, NotFound, Unavailable
 from services.inference.batcher import DynamicBatcher
 from services.inference.core import DataPlane
 from services.inference.grpc_api import request_from_proto
 from services.inference.http import parse_infer_body, render_infer_response
+from services.inference.prediction_log import PredictionLog
 from services.inference.repository import LoadedVersion, ModelRepository
 from services.inference.runtime import Runtime, TorchScriptRuntime
 from services.inference.settings import InferenceSettings
@@ -161,3 +162,16 @@ def test_metadata(plane: DataPlane) -> None:
     assert plane.model_ready("m", "2")
     assert not plane.model_ready("m", "7") and plane.model_state("m", "7") == "unknown"
     assert not plane.model_ready("other") and plane.model_state("m") == "ready"
+
+
+async def test_a_full_prediction_log_refuses_the_answer(plane: DataPlane) -> None:
+    """An answer whose record would be dropped is never given: 503/UNAVAILABLE, and the caller retries."""
+    plane.prediction_log = PredictionLog(producer=None, max_rows=1)  # type: ignore[arg-type]  # never drained
+    body = b'{"inputs":[{"name":"input","datatype":"FP32","shape":[1,4],"data":[1,2,3,4]}]}'
+    first = await plane.infer(parse_infer_body("m", "", body, None)[0])
+    assert first.parameters["prediction_id"] and plane.prediction_log.buffered_rows == 1
+    with pytest.raises(Unavailable, match="waiting for the broker"):
+        await plane.infer(parse_infer_body("m", "", body, None)[0])
+    unlogged = parse_infer_body("m", "", body.replace(b'"inputs"', b'"parameters":{"prediction_log":false},"inputs"'),
+                                None)[0]
+    assert (await plane.infer(unlogged)).outputs  # a caller that logs its own record is still answered
