@@ -22,6 +22,9 @@ LATEST = "latest"
 CHAMPION = "champion"
 ALIASES: tuple[str, ...] = (LATEST, CHAMPION, *STAGES)
 
+#: Version numbers are SQLite's 64-bit integers: a bare number of more digits names no version.
+MAX_VERSION_DIGITS = 18
+
 REGISTERED = "registered"
 STAGE_CHANGED = "stage_changed"
 
@@ -69,9 +72,11 @@ def rollback_target(history: Iterable[tuple[int, str]], stages: Mapping[int, str
 
 
 def resolve_alias(alias: str, stages: Mapping[int, str]) -> int:
-    """The version an alias names; a bare number names that version."""
+    """The version an alias names; a bare number (ASCII digits) names that version."""
     name = (alias or "").strip().lower()
-    if name.isdigit():
+    if name.isascii() and name.isdigit():
+        if len(name) > MAX_VERSION_DIGITS:  # no such version; and int() refuses past 4,300 digits: a 500
+            raise LookupError(name)
         return int(name)
     if name not in ALIASES:
         raise InvalidArgument(

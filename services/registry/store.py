@@ -79,7 +79,7 @@ def _version_number(version: str) -> int:
     text = (version or "").strip()
     # ASCII digits only ("²" is a digit to str.isdigit, not to int) and few enough for SQLite's 64-bit
     # integers (5,000 digits passed isdigit and failed int(): a 500).
-    if not (text.isascii() and text.isdigit() and len(text) <= 18):
+    if not (text.isascii() and text.isdigit() and len(text) <= st.MAX_VERSION_DIGITS):
         raise NotFound(f"no version {version[:40]!r}", field="version")
     return int(text)
 

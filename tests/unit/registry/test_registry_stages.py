@@ -62,3 +62,16 @@ def test_aliases() -> None:
         st.resolve_alias("best", stages)
     assert err.value.field == "alias"
     assert st.aliases_of(stages)["canary"] == 3
+
+
+@pytest.mark.parametrize("alias", ["9" * 19, "9" * 5000])
+def test_a_number_too_long_for_a_version_names_none(alias: str) -> None:
+    with pytest.raises(LookupError):
+        st.resolve_alias(alias, {1: "production"})
+
+
+@pytest.mark.parametrize("alias", ["\u00b2", "\u0663", "-1", "1.0"])
+def test_a_number_that_is_not_ascii_digits_is_no_alias(alias: str) -> None:
+    with pytest.raises(InvalidArgument) as err:
+        st.resolve_alias(alias, {1: "production", 2: "candidate"})
+    assert err.value.field == "alias"
