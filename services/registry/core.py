@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from mlops import gate_policy
 from mlops.auth import audit
 from mlops.auth.guard import current_principal
 from mlops.bus import topics
@@ -78,12 +79,26 @@ class Registry:
         return await asyncio.wait_for(self._run(self.store.ping), 2.0)
 
     # -- writes ----------------------------------------------------------------------------------------
-    async def register(self, req: RegisterInput) -> VersionView:
+    async def register(self, req: RegisterInput, *, on_behalf_of: str = "") -> VersionView:
         await self._run(self.store.check_request, req)  # the request's own faults first, then its code
         await self._inspect_artifact(req)
         view = await self._run(self.store.register, req)
+        await self._audit_forced(view, req.reason, req.actor, on_behalf_of)
         await self._publish_quietly()
         return view
+
+    async def _audit_forced(self, view: VersionView, reason: str, actor: str, on_behalf_of: str = "") -> None:
+        """A production stage forced past blocking gates goes in the audit trail with its reason and the gates
+        (beside the method's own record): the one place an operator looks for who overrode what, and why."""
+        if not view.forced_past:
+            return
+        principal = current_principal.get()
+        name = principal.name if principal is not None and principal.token_id else (actor or "anonymous")
+        log.warning("%s v%s forced into production by %s past: %s (reason: %s)", view.model, view.version, name,
+                    gate_policy.describe(view.forced_past), reason)
+        await audit.record(self._producer, name, gate_policy.FORCED_ACTION, f"{view.model}/{view.version}",
+                           f"{reason} [forced past: {gate_policy.describe(view.forced_past)}]",
+                           actor_id=principal.token_id if principal else "", on_behalf_of=on_behalf_of)
 
     async def _inspect_artifact(self, req: RegisterInput) -> None:
         """A model artifact is code: refuse one that would run anything but pure tensor ops (in a subprocess: the
@@ -101,8 +116,10 @@ class Registry:
             log.warning("refused the artifact of %r from %s: %s", req.model, req.actor, exc.message)
             raise
 
-    async def set_stage(self, model: str, version: str, stage: str, *, reason: str, actor: str) -> VersionView:
-        view = await self._run(self.store.set_stage, model, version, stage, reason=reason, actor=actor)
+    async def set_stage(self, model: str, version: str, stage: str, *, reason: str, actor: str,
+                        force: bool = False) -> VersionView:
+        view = await self._run(self.store.set_stage, model, version, stage, reason=reason, actor=actor, force=force)
+        await self._audit_forced(view, reason, actor)
         await self._publish_quietly()
         return view
 

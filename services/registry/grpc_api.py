@@ -18,6 +18,7 @@ import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from mlops.errors import MlopsError
+from mlops.grpc_util import ON_BEHALF_OF_METADATA
 from mlops.v1 import registry_pb2, registry_pb2_grpc
 from services.registry.actor import who
 from services.registry.artifacts import CHUNK_BYTES
@@ -34,6 +35,12 @@ def actor_of(context: grpc.aio.ServicerContext, default: str = "grpc") -> str:
     declared = next((value for key, value in context.invocation_metadata() or ()
                      if key == ACTOR_METADATA and isinstance(value, str) and value), "")
     return who(declared, default)
+
+
+def on_behalf_of(context: grpc.aio.ServicerContext) -> str:
+    """Whom a calling service (the trainer) declares it acts for, as declared."""
+    return next((value[:200] for key, value in context.invocation_metadata() or ()
+                 if key == ON_BEHALF_OF_METADATA and isinstance(value, str)), "")
 
 
 def version_to_proto(view: VersionView) -> registry_pb2.ModelVersion:
@@ -100,6 +107,7 @@ def register_from_proto(req: registry_pb2.RegisterModelVersionRequest, actor: st
         reference=req.reference,
         idempotency_key=req.idempotency_key,
         run_id=run_id,
+        force=req.force,
     )
 
 
@@ -110,7 +118,8 @@ class Servicer(registry_pb2_grpc.RegistryServiceServicer):
     async def RegisterModelVersion(
         self, request: registry_pb2.RegisterModelVersionRequest, context: grpc.aio.ServicerContext
     ) -> registry_pb2.ModelVersion:
-        view = await self._registry.register(register_from_proto(request, actor_of(context)))
+        view = await self._registry.register(register_from_proto(request, actor_of(context)),
+                                             on_behalf_of=on_behalf_of(context))
         return version_to_proto(view)
 
     async def GetModelVersion(
@@ -133,7 +142,8 @@ class Servicer(registry_pb2_grpc.RegistryServiceServicer):
         self, request: registry_pb2.SetStageRequest, context: grpc.aio.ServicerContext
     ) -> registry_pb2.ModelVersion:
         view = await self._registry.set_stage(
-            request.model, request.version, request.stage, reason=request.reason, actor=actor_of(context)
+            request.model, request.version, request.stage, reason=request.reason, actor=actor_of(context),
+            force=request.force,
         )
         return version_to_proto(view)
 

@@ -24,6 +24,8 @@ ActorHeader = Annotated[str | None, Header(alias="X-Mlops-Actor", description="W
 class StageChangeRequest(BaseModel):
     stage: str = Field(description="candidate | shadow | canary | production | archived")
     reason: str = Field("", description="Why; recorded with the transition.")
+    force: bool = Field(False, description="To production although a gate of the version's run was skipped or "
+                        "failed: needs a reason (and the promote permission, as production does); audited.")
 
 
 class RollbackRequest(BaseModel):
@@ -71,6 +73,7 @@ class GateIn(BaseModel):
     reason: str = ""
     skipped: bool = False
     details: dict[str, Any] = Field(default_factory=dict)
+    not_applicable: bool = Field(False, description="Skipped with nothing to check against (blocks nothing).")
 
 
 class RunUpdate(BaseModel):
@@ -114,7 +117,8 @@ def router(registry: Registry) -> APIRouter:
 
     @api.post("/models/{name}/versions/{version}/stage")
     async def set_stage(name: str, version: str, body: StageChangeRequest, actor: ActorHeader = None) -> dict[str, Any]:
-        view = await registry.set_stage(name, version, body.stage, reason=body.reason, actor=who(actor, "rest"))
+        view = await registry.set_stage(name, version, body.stage, reason=body.reason, actor=who(actor, "rest"),
+                                        force=body.force)
         return view.to_dict()
 
     @api.post("/models/{name}/rollback")

@@ -14,6 +14,7 @@ from typing import Any, NamedTuple
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload
 
+from mlops import gate_policy
 from mlops.errors import Conflict, InvalidArgument, NotFound
 from services.registry import stages as st
 from services.registry.artifacts import ArtifactStore
@@ -99,6 +100,30 @@ def check_reference(data: bytes) -> None:
             raise InvalidArgument(f"reference feature {name!r} needs kind numeric or categorical", field="reference")
 
 
+def _check_force(force: bool, target: str) -> None:
+    if force and target != st.PRODUCTION:
+        raise InvalidArgument("force applies to a production stage only (no other stage is blocked by a gate)",
+                              field="force")
+
+
+def _forced_past(run: Run | None, target: str, *, force: bool, reason: str, what: str) -> list[dict[str, Any]]:
+    """The gates of ``run`` a production stage is forced past (empty when none blocks it). A blocking gate
+    refuses the change (Conflict, with the gates and why) unless forced with a reason: the caller already
+    holds promote, which a production stage needs. Rules: :mod:`mlops.gate_policy`."""
+    _check_force(force, target)
+    if target != st.PRODUCTION:
+        return []
+    gates = json.loads(run.gates_json or "[]") if run is not None else []
+    blockers = gate_policy.production_blockers(g for g in gates if isinstance(g, dict))
+    if not blockers:
+        return []
+    if not force:
+        raise Conflict(gate_policy.refusal(what, blockers), field="stage")
+    if not reason.strip():
+        raise InvalidArgument("force needs a reason: it is recorded in the audit trail", field="reason")
+    return [dict(b) for b in blockers]
+
+
 class _CheckedRegistration(NamedTuple):
     name: str
     stage: str
@@ -167,6 +192,7 @@ class RegistryStore:
         contents; run first, so a malformed request is told what is wrong before its artifact is inspected."""
         name = check_name(req.model, "model")
         stage = st.normalize_stage(req.stage, default=st.CANDIDATE)
+        _check_force(req.force, stage)
         if not req.artifact:
             raise InvalidArgument("artifact is empty", field="artifact")
         fmt = (req.artifact_format or "torchscript").strip().lower()
@@ -200,6 +226,8 @@ class RegistryStore:
                 if earlier is not None:
                     return _version_view(earlier, transitions=True)
             run = self._run_for(session, req, experiment_name, now)
+            forced = _forced_past(run, stage, force=req.force, reason=req.reason,
+                                  what=f"a new version of {name} (run {run.id})")
             model = session.scalar(select(RegisteredModel).where(RegisteredModel.name == name))
             if model is None:
                 model = RegisteredModel(name=name, created_at=now)
@@ -241,7 +269,9 @@ class RegistryStore:
             )
             session.flush()
             session.refresh(row)
-            return _version_view(row, transitions=True)
+            view = _version_view(row, transitions=True)
+            view.forced_past = forced
+            return view
 
         return self.db.write(apply)
 
@@ -299,16 +329,24 @@ class RegistryStore:
             session.flush()
 
     # -- stages -------------------------------------------------------------------------------------------
-    def set_stage(self, model: str, version: str, stage: str, *, reason: str = "", actor: str = "") -> VersionView:
+    def set_stage(self, model: str, version: str, stage: str, *, reason: str = "", actor: str = "",
+                  force: bool = False) -> VersionView:
+        """Move a version; to production only when no gate of its run blocks it, or when forced (see
+        :func:`_forced_past`). Setting the stage it already has changes nothing and checks nothing."""
         target = st.normalize_stage(stage)
+        _check_force(force, target)
 
         def apply(session: Session) -> VersionView:
             row = self._version(session, model, version)
             changes = st.plan_transition(self._stages(row.model), row.number, target)
+            forced = _forced_past(row.run, target, force=force, reason=reason,
+                                  what=f"{model} v{row.number}") if changes else []
             self._apply_changes(session, row.model, changes, reason=reason, actor=actor, now=utcnow(), cause=row.number)
             session.flush()
             session.refresh(row)
-            return _version_view(row, transitions=True)
+            view = _version_view(row, transitions=True)
+            view.forced_past = forced
+            return view
 
         return self.db.write(apply)
 

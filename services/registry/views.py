@@ -65,6 +65,7 @@ class RegisterInput:
     reference: bytes = b""  # JSON reference distributions of the training data
     idempotency_key: str = ""
     run_id: str = ""  # bind the version to this existing run instead of recording a new one
+    force: bool = False  # to production although a gate of its run blocks it (needs a reason; audited)
 
 
 @dataclass(slots=True)
@@ -76,6 +77,8 @@ class GateResult:
     reason: str = ""
     skipped: bool = False
     details: dict[str, Any] = field(default_factory=dict)
+    #: skipped because there was nothing to check against; blocks nothing (:mod:`mlops.gate_policy`)
+    not_applicable: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -88,6 +91,7 @@ class GateResult:
             reason=str(d.get("reason", "")),
             skipped=bool(d.get("skipped", False)),
             details=dict(d.get("details") or {}),
+            not_applicable=bool(d.get("not_applicable", False)),
         )
 
 
@@ -134,6 +138,8 @@ class VersionView:
     dataset_id: str = ""
     transitions: list[Transition] = field(default_factory=list)
     reference_sha256: str = ""
+    #: the gates a production stage was forced past by this change (empty unless forced): audited by core
+    forced_past: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -150,6 +156,7 @@ class VersionView:
             "dataset_id": self.dataset_id,
             "reference_sha256": self.reference_sha256,
             "transitions": [t.to_dict() for t in self.transitions],
+            **({"forced_past": self.forced_past} if self.forced_past else {}),
         }
 
 

@@ -5,7 +5,8 @@ builds a point-in-time dataset in the feature service, starts a run in the regis
 captured (code version and diff hash, Python, packages, dataset, seed, hardware), trains in a worker thread
 (or data-parallel under torchrun) while every epoch's metrics go to the run, then puts the model through
 the gates. A model that fails a gate leaves its run failed with the reason and no version; one that
-passes is registered (TorchScript, signature, reference distributions) in the requested stage.
+passes is registered (TorchScript, signature, reference distributions) in the requested stage. A production
+stage also needs no gate skipped for want of what it needed (:mod:`mlops.gate_policy`), unless forced.
 
 Jobs left queued or running by a stopped process are picked up again at start; the run and the
 registration carry the job id as idempotency keys, so a job that is run twice still makes one version.
@@ -24,10 +25,12 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from mlops import gate_policy
 from mlops.auth.guard import current_principal
 from mlops.errors import NotFound
 from mlops.modelguard import ModelPolicy, default_policy
 from mlops.modelguard.refusal import ArtifactRefused, ArtifactUnreadable
+from mlops.stages import PRODUCTION
 from mlops.v1 import feature_pb2, registry_pb2
 from services.trainer import distributed, envinfo, gates, reference
 from services.trainer.clients import PeerError
@@ -188,6 +191,7 @@ class Trainer:
             refused = gates.failed(results)
             if refused:
                 raise GateFailed("; ".join(f"gate {g.name} failed: {g.reason}" for g in refused))
+            self._check_production(job.spec, results)
             version = await self._register(job, plan, record, result, data, run_id)
             await self.jobs.update(job_id, state=SUCCEEDED, progress=1.0, version=version.version, error="",
                                    finished_at=time.time())
@@ -212,6 +216,18 @@ class Trainer:
             except PeerError as exc:  # the job's own record still says why
                 log.warning("could not mark run %s failed: %s", run_id, exc)
         await self.jobs.update(job_id, state=FAILED, error=message, finished_at=time.time())
+
+    @staticmethod
+    def _check_production(spec: JobSpec, results: list[gates.Gate]) -> None:
+        """A production stage needs every gate evaluated: one skipped for want of what it needed (the production
+        version reads a feature this dataset lacks) blocks it unless the job was forced (with a reason, by a
+        caller allowed to promote: the permission check on the job's stage). The registry checks again, and
+        audits a forced registration."""
+        if spec.stage != PRODUCTION or spec.force:
+            return
+        blockers = gate_policy.production_blockers(g.to_dict() for g in results)
+        if blockers:
+            raise GateFailed(gate_policy.refusal(f"{spec.model} (stage requested by job)", blockers))
 
     # -- the steps --------------------------------------------------------------------------------------
     async def _run_record(self, job: Job, plan: Plan, dataset: feature_pb2.DatasetVersion) -> dict[str, Any]:
@@ -274,9 +290,7 @@ class Trainer:
         holdout: gates.Gate | None = None
         refused = ""
         prod = plan.production
-        if prod is None:
-            skip = "no production version to compare with"
-        else:
+        if prod is not None:  # none: the gate is not applicable (nothing to lose), which blocks nothing
             missing = [f for f in prod.signature.features if f not in plan.features]
             if missing:
                 skip = f"production v{prod.version} takes feature(s) {', '.join(missing)} this dataset lacks"
@@ -337,5 +351,6 @@ class Trainer:
             reason=spec.reason or f"trained by job {job.id}",
             reference=reference.dumps(ref),
             idempotency_key=job.id,
+            force=spec.force,
         )
         return await self._registry.register(request, on_behalf_of=spec.requested_by)

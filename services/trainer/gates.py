@@ -1,11 +1,15 @@
 """Gates a trained model must pass before it is registered: pure checks over arrays and the exported model.
 
 - holdout: the candidate's holdout accuracy against the current production version's on the same rows
-  (it may be at most ``tolerance`` below); skipped when there is no production version to compare with;
+  (it may be at most ``tolerance`` below); skipped when there is no production version to compare with
+  (not applicable) or when the production version reads a feature this dataset lacks (not evaluated);
 - fairness: the gap in a metric (accuracy, or positive rate) across the values of a declared sensitive
-  attribute, on the holdout, must stay under ``max_gap``; skipped when no attribute is declared;
+  attribute, on the holdout, must stay under ``max_gap``; skipped when no attribute is declared (not
+  applicable) or when fewer than two of its values have enough holdout rows (not evaluated);
 - robustness: the exported TorchScript module, fed out-of-range inputs (far beyond the training range,
   +-1e30, +-inf, NaN, the FP32 extremes, one row, many rows), must return valid probabilities.
+
+A skipped gate that was not evaluated blocks a production stage (:mod:`mlops.gate_policy`).
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ class Gate:
     reason: str
     skipped: bool = False
     details: dict[str, Any] = field(default_factory=dict)
+    #: skipped because there was nothing to check against: blocks nothing (:mod:`mlops.gate_policy`)
+    not_applicable: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -60,10 +66,14 @@ def holdout_gate(
     tolerance: float = 0.0,
     skip_reason: str = "",
 ) -> Gate:
+    """``production_pred`` None: skipped; not applicable unless ``skip_reason`` says why a production version
+    that exists could not be compared with (then it blocks production)."""
     candidate = float(np.mean(candidate_pred == y)) if len(y) else 0.0
     details: dict[str, Any] = {"candidate_accuracy": candidate, "rows": len(y), "tolerance": tolerance}
     if production_pred is None:
-        return Gate(HOLDOUT, True, skip_reason or "no production version to compare with", True, details)
+        if skip_reason:
+            return Gate(HOLDOUT, True, skip_reason, True, details)
+        return Gate(HOLDOUT, True, "no production version to compare with", True, details, not_applicable=True)
     production = float(np.mean(production_pred == y)) if len(y) else 0.0
     details.update(production_accuracy=production, production_version=production_version)
     ok = candidate >= production - tolerance
@@ -87,7 +97,7 @@ def fairness_gate(
     details: dict[str, Any] = {"attribute": attribute, "metric": metric, "max_gap": max_gap,
                                "min_group_rows": min_group_rows}
     if not attribute:
-        return Gate(FAIRNESS, True, "no sensitive attribute declared", True, details)
+        return Gate(FAIRNESS, True, "no sensitive attribute declared", True, details, not_applicable=True)
     if groups is None:
         return Gate(FAIRNESS, False, f"sensitive attribute {attribute!r} is not in the dataset", False, details)
     if metric not in FAIRNESS_METRICS:

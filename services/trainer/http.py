@@ -30,6 +30,10 @@ class TrainingJobCreate(BaseModel):
     )
     fairness_max_gap: float = Field(0.0, ge=0.0, le=1.0, description="Fairness gate threshold; 0: the default.")
     processes: int = Field(0, ge=0, description="Data-parallel processes (torchrun); 0: the trainer's default.")
+    force: bool = Field(
+        False, description="With stage production: register although a gate was skipped (the production version "
+        "reads a feature this dataset lacks...). Needs a reason and the promote permission; audited."
+    )
 
 
 def router(trainer: Trainer) -> APIRouter:

@@ -19,7 +19,7 @@ from redis.asyncio import Redis
 
 from mlops.errors import InvalidArgument
 from mlops.names import check_name
-from mlops.stages import CANDIDATE, normalize_stage
+from mlops.stages import CANDIDATE, PRODUCTION, normalize_stage
 from mlops.v1 import trainer_pb2
 
 PREFIX = "mlops:trainer:"
@@ -61,11 +61,14 @@ class JobSpec:
     #: the token id of whoever asked (set by the trainer from the caller's token, never from the request body):
     #: the trainer registers with its own token on their behalf, and the audit trail names them
     requested_by: str = ""
+    #: with stage production: register although a gate was skipped (needs ``reason``; the stage already needs
+    #: the promote permission; the registry audits it as ``stage.forced``)
+    force: bool = False
 
     def to_proto(self) -> trainer_pb2.TrainingJobSpec:
         return trainer_pb2.TrainingJobSpec(
             model=self.model, stream=self.stream, features=self.features, label=self.label, stage=self.stage,
-            epochs=self.epochs, seed=self.seed, reason=self.reason, recent_rows=self.recent_rows,
+            epochs=self.epochs, seed=self.seed, reason=self.reason, recent_rows=self.recent_rows, force=self.force,
         )
 
     @classmethod
@@ -80,6 +83,7 @@ class JobSpec:
             seed=msg.seed,
             reason=msg.reason,
             recent_rows=msg.recent_rows,
+            force=msg.force,
         )
 
     @property
@@ -117,8 +121,14 @@ def validate_spec(spec: JobSpec, *, default_epochs: int, max_epochs: int, max_pr
         raise InvalidArgument("fairness_max_gap must be between 0 and 1 (0: the default)", field="fairness_max_gap")
     if not 0 <= spec.processes <= max_processes:
         raise InvalidArgument(f"processes must be between 0 and {max_processes}", field="processes")
-    return JobSpec(model, stream, features, label, stage, epochs, spec.seed, spec.reason or "", spec.recent_rows,
-                   attribute, spec.fairness_max_gap, spec.processes, spec.requested_by)
+    reason = (spec.reason or "").strip()
+    if spec.force and stage != PRODUCTION:
+        raise InvalidArgument("force applies to a production stage only (other stages are never blocked by a "
+                              "skipped gate)", field="force")
+    if spec.force and not reason:
+        raise InvalidArgument("force needs a reason: it is recorded in the audit trail", field="reason")
+    return JobSpec(model, stream, features, label, stage, epochs, spec.seed, reason, spec.recent_rows,
+                   attribute, spec.fairness_max_gap, spec.processes, spec.requested_by, spec.force)
 
 
 @dataclass(slots=True)

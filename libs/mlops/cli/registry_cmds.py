@@ -18,6 +18,8 @@ models_app = typer.Typer(help="Registered models and their versions.", no_args_i
 runs_app = typer.Typer(help="Training runs.", no_args_is_help=True)
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+ForceFlag = Annotated[bool, typer.Option(help="To production although a gate of the version's run was skipped or "
+                                              "failed (needs --reason; audited as stage.forced).")]
 
 
 def _actor() -> str:
@@ -90,15 +92,18 @@ def models_promote(
     version: str,
     to: Annotated[str, typer.Option("--to", help="candidate, shadow, canary, production or archived.")],
     reason: Annotated[str, typer.Option(help="Why; recorded with the transition.")] = "",
+    force: ForceFlag = False,
 ) -> None:
-    """Move a version to a stage; to production, the previous production version is archived."""
-    _moved(_change(f"/v1/models/{name}/versions/{version}/stage", {"stage": to, "reason": reason}))
+    """Move a version to a stage; to production, the previous production version is archived. A version whose
+    run has a gate that was skipped or failed goes to production only with --force and a --reason."""
+    _moved(_change(f"/v1/models/{name}/versions/{version}/stage", {"stage": to, "reason": reason, "force": force}))
 
 
 @models_app.command("stage")
-def models_stage(name: str, version: str, stage: str, reason: Annotated[str, typer.Option()] = "") -> None:
+def models_stage(name: str, version: str, stage: str, reason: Annotated[str, typer.Option()] = "",
+                 force: ForceFlag = False) -> None:
     """Move a model version to a stage (the same as `promote --to STAGE`)."""
-    _moved(_change(f"/v1/models/{name}/versions/{version}/stage", {"stage": stage, "reason": reason}))
+    _moved(_change(f"/v1/models/{name}/versions/{version}/stage", {"stage": stage, "reason": reason, "force": force}))
 
 
 @models_app.command("rollback")

@@ -40,6 +40,8 @@ def train(
     fairness_max_gap: Annotated[float, typer.Option(help="Fairness gate threshold (0: the default).")] = 0.0,
     processes: Annotated[int, typer.Option(help="Data-parallel processes (torchrun; 0: the default).")] = 0,
     reason: Annotated[str, typer.Option(help="Why; recorded with the run and the version.")] = "",
+    force: Annotated[bool, typer.Option(help="With --stage production: register although a gate was skipped "
+                                             "(needs --reason and the promote permission; audited).")] = False,
     request_id: Annotated[str, typer.Option(help="Idempotency key: a retry returns the same job.")] = "",
     wait: Annotated[bool, typer.Option(help="Wait for the job to finish, with a progress bar.")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print the finished job as JSON.")] = False,
@@ -48,7 +50,7 @@ def train(
     body = {"model": model, "stream": stream, "features": [f for f in features.split(",") if f], "label": label,
             "stage": stage, "epochs": epochs, "seed": seed, "recent_rows": recent_rows,
             "sensitive_attribute": sensitive_attribute, "fairness_max_gap": fairness_max_gap,
-            "processes": processes, "reason": reason, "request_id": request_id}
+            "processes": processes, "reason": reason, "request_id": request_id, "force": force}
     job = call("POST", "trainer", "/v1/training-jobs", body)
     if wait and job["state"] not in ("succeeded", "failed"):
         columns = (TextColumn("[bold]{task.description}"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn())

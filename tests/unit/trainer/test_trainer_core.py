@@ -18,7 +18,7 @@ import torch
 
 from mlops.auth.guard import current_principal
 from mlops.auth.tokens import Principal
-from mlops.errors import NotFound
+from mlops.errors import InvalidArgument, NotFound
 from mlops.v1 import feature_pb2, registry_pb2
 from services.trainer.clients import PeerError
 from services.trainer.core import RUN_ID_TAG, Trainer
@@ -308,3 +308,57 @@ async def test_an_unfair_model_is_not_registered() -> None:
     assert registry.requests == [] and tracker.runs[done.run_id]["status"] == "failed"
     details = done.gates[1]["details"]
     assert details["groups"]["g0"]["accuracy"] - details["groups"]["g1"]["accuracy"] > 0.1
+
+
+def _production_reading_a_missing_feature() -> tuple[FakeRegistry, FakeTracker]:
+    """Production v4 reads feature "c", which the new dataset lacks: the holdout gate cannot compare."""
+    return (FakeRegistry(_production(["a", "c"]), _script(_Perfect())),
+            FakeTracker({"prod-run": {"id": "prod-run", "params": {}}}))
+
+
+async def test_a_skipped_holdout_gate_keeps_a_new_version_out_of_production() -> None:
+    trainer, _, registry, tracker = make(FakeFeatures(), *_production_reading_a_missing_feature())
+    done = await trainer.run_job((await trainer.submit(SPEC)).id)
+    assert done is not None and done.state == "failed"
+    assert "cannot go to production" in done.error and "gate holdout skipped" in done.error
+    assert "takes feature(s) c this dataset lacks" in done.error and "force" in done.error
+    assert registry.requests == []
+    assert tracker.runs[done.run_id]["status"] == "failed"
+    holdout = done.gates[0]
+    assert holdout["skipped"] and not holdout["not_applicable"]
+
+
+async def test_the_same_skip_does_not_block_a_candidate() -> None:
+    trainer, _, registry, _ = make(FakeFeatures(), *_production_reading_a_missing_feature())
+    done = await trainer.run_job((await trainer.submit(dataclasses.replace(SPEC, stage="candidate"))).id)
+    assert done is not None and done.state == "succeeded", done.error
+    assert [r.stage for r in registry.requests] == ["candidate"] and not registry.requests[0].force
+
+
+async def test_a_forced_production_job_registers_and_asks_the_registry_to_force_with_its_reason() -> None:
+    trainer, _, registry, _ = make(FakeFeatures(), *_production_reading_a_missing_feature())
+    spec = dataclasses.replace(SPEC, force=True, reason="feature c is retired upstream")
+    done = await trainer.run_job((await trainer.submit(spec)).id)
+    assert done is not None and done.state == "succeeded", done.error
+    (req,) = registry.requests
+    assert (req.stage, req.force, req.reason) == ("production", True, "feature c is retired upstream")
+
+
+async def test_the_first_production_version_has_nothing_to_compare_with_and_is_not_blocked() -> None:
+    trainer, _, registry, _ = make(FakeFeatures())
+    done = await trainer.run_job((await trainer.submit(SPEC)).id)
+    assert done is not None and done.state == "succeeded", done.error
+    assert [(g["name"], g["skipped"], g["not_applicable"]) for g in done.gates[:2]] == [
+        ("holdout", True, True), ("fairness", True, True)]
+    assert [(r.stage, r.force) for r in registry.requests] == [("production", False)]
+
+
+@pytest.mark.parametrize(("change", "field"), [
+    ({"force": True, "reason": ""}, "reason"),
+    ({"force": True, "reason": "why", "stage": "candidate"}, "force"),
+])
+async def test_force_needs_a_reason_and_a_production_stage(change: dict[str, Any], field: str) -> None:
+    trainer, *_ = make(FakeFeatures())
+    with pytest.raises(InvalidArgument) as err:
+        await trainer.submit(dataclasses.replace(SPEC, **change))
+    assert err.value.field == field
