@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import grpc
 
 
@@ -12,15 +14,19 @@ class MlopsError(Exception):
     grpc_code = grpc.StatusCode.INTERNAL
     code = "internal"
 
-    def __init__(self, message: str, field: str | None = None) -> None:
+    def __init__(self, message: str, field: str | None = None, details: dict[str, Any] | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.field = field
+        #: structured facts a client can act on (a refused schema change's diff), beside the message
+        self.details = details
 
-    def to_body(self) -> dict[str, dict[str, str]]:
-        body = {"code": self.code, "message": self.message}
+    def to_body(self) -> dict[str, dict[str, Any]]:
+        body: dict[str, Any] = {"code": self.code, "message": self.message}
         if self.field:
             body["field"] = self.field
+        if self.details:
+            body["details"] = self.details
         return {"error": body}
 
 

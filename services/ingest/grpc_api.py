@@ -12,6 +12,7 @@ from mlops.errors import InvalidArgument
 from mlops.v1 import events_pb2, ingest_pb2, ingest_pb2_grpc
 from services.ingest.core import Ingestor, IngestResult
 from services.ingest.schema import FieldSpec, StreamSchema
+from services.ingest.schema_change import SchemaChanges
 
 
 def raw_to_dict(event: events_pb2.RawEvent, schema: StreamSchema) -> dict[str, Any]:
@@ -56,8 +57,9 @@ def _response(result: IngestResult) -> ingest_pb2.SendEventsResponse:
 
 
 class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
-    def __init__(self, ingestor: Ingestor) -> None:
+    def __init__(self, ingestor: Ingestor, changes: SchemaChanges) -> None:
         self._ingestor = ingestor
+        self._changes = changes
 
     async def SendEvents(self, request: ingest_pb2.SendEventsRequest, context: grpc.aio.ServicerContext
                          ) -> ingest_pb2.SendEventsResponse:
@@ -99,7 +101,11 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
 
     async def PutSchema(self, request: ingest_pb2.StreamSchema, context: grpc.aio.ServicerContext
                         ) -> ingest_pb2.StreamSchema:
-        return schema_to_proto(self._ingestor.schemas.put(request.stream, schema_from_proto(request)))
+        # No force over gRPC (StreamSchema has no field for it): a change that drops or retypes a field a serving
+        # version reads is FAILED_PRECONDITION with the diff in the message; force it over REST.
+        outcome = await self._changes.put(request.stream, schema_from_proto(request))
+        assert outcome.schema is not None
+        return schema_to_proto(outcome.schema)
 
     async def GetSchema(self, request: ingest_pb2.GetSchemaRequest, context: grpc.aio.ServicerContext
                         ) -> ingest_pb2.StreamSchema:

@@ -1,16 +1,18 @@
-"""REST adapter of ingest: events (JSON array, one object, or NDJSON), schemas, per-stream counters."""
+"""REST adapter of ingest: events (JSON array, one object, or NDJSON), schemas (with their diff and its checks:
+:mod:`services.ingest.schema_change`), per-stream counters."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 
 from mlops import json_input
 from mlops.errors import InvalidArgument, TooLarge
 from services.ingest.core import Ingestor
 from services.ingest.schema import StreamSchema, check_stream_name
+from services.ingest.schema_change import SchemaChanges
 
 
 def _parse_body(body: bytes, content_type: str) -> list[Any]:
@@ -41,7 +43,7 @@ def _parse_ndjson(text: str) -> list[Any]:
     return events
 
 
-def router(ingestor: Ingestor, max_body_bytes: int) -> APIRouter:
+def router(ingestor: Ingestor, changes: SchemaChanges, max_body_bytes: int) -> APIRouter:
     api = APIRouter(prefix="/v1/streams", tags=["ingest"])
 
     @api.post("/{stream}/events", status_code=202)
@@ -69,8 +71,19 @@ def router(ingestor: Ingestor, max_body_bytes: int) -> APIRouter:
         return JSONResponse(payload, status_code=202)
 
     @api.put("/{stream}/schema")
-    async def put_schema(stream: str, schema: StreamSchema) -> StreamSchema:
-        return ingestor.schemas.put(stream, schema)
+    async def put_schema(
+        stream: str,
+        schema: StreamSchema,
+        force: Annotated[bool, Query(description="Store it although a serving model version reads a field it drops "
+                                                 "or retypes (needs a reason; audited as schema.forced).")] = False,
+        reason: Annotated[str, Query(max_length=1000, description="Why; needed with force.")] = "",
+        dry_run: Annotated[bool, Query(description="Show the diff and who reads what it changes; store "
+                                                   "nothing.")] = False,
+    ) -> dict[str, Any]:
+        """Declare the stream's schema: the stored schema with ``changes`` (fields added, dropped, retyped, and the
+        serving model versions that read them). Dropping or retyping a field a serving version reads is refused
+        (409, the diff in ``error.details``) unless forced."""
+        return (await changes.put(stream, schema, force=force, reason=reason, dry_run=dry_run)).to_dict()
 
     @api.get("/{stream}/schema")
     async def get_schema(stream: str) -> StreamSchema:

@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator
 
-from mlops.errors import InvalidArgument, NotFound
+from mlops.errors import Conflict, InvalidArgument, NotFound
 from mlops.names import check_name, safe_join
 from services.ingest import pii
 from services.ingest.pii import PiiPolicy
@@ -230,16 +230,25 @@ class SchemaStore:
                 self._paths[stream] = path
         return path
 
-    def put(self, stream: str, schema: StreamSchema) -> StreamSchema:
+    def put(self, stream: str, schema: StreamSchema, expect_version: int | None = None) -> StreamSchema:
+        """Store ``schema`` as the stream's next version; with ``expect_version``, only if the stored one is still
+        that version (0: none), so a change checked against one version never overwrites another."""
         check_stream_name(stream)
         with self._lock:
             previous = self._load(stream)
+            if expect_version is not None and (previous.version if previous else 0) != expect_version:
+                raise Conflict(f"the schema of stream {stream!r} changed while this change was checked; send it "
+                               "again", field="stream")
             stored = schema.model_copy(update={"stream": stream, "version": (previous.version if previous else 0) + 1})
             tmp = self._path(stream).with_suffix(".tmp")
             tmp.write_text(stored.model_dump_json(indent=2))
             tmp.replace(self._path(stream))
             self._cache[stream] = (self._path(stream).stat().st_mtime, stored)
             return stored
+
+    def find(self, stream: str) -> StreamSchema | None:
+        """The stored schema, or None when the stream has none yet."""
+        return self._load(stream)
 
     def get(self, stream: str) -> StreamSchema:
         schema = self._load(stream)

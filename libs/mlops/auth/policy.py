@@ -41,6 +41,7 @@ SERVICE_ROLES: dict[str, str] = {
     "registry": "service-reader",  # the console's pages
     "inference": "service-reader",
     "drift": "service-reader",
+    "ingest": "service-reader",  # asks the registry which serving versions read a field a schema change drops
     "bandit-router": "service-router",
 }
 

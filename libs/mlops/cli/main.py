@@ -17,6 +17,7 @@ from mlops.cli.common import console
 from mlops.cli.feature_cmds import datasets_app
 from mlops.cli.registry_cmds import models_app, runs_app
 from mlops.cli.router_cmds import endpoints_app
+from mlops.cli.schema_cmds import schema_app
 from mlops.cli.trainer_cmds import train
 from mlops.settings import SERVICES, PlatformSettings
 from mlops.stack import procs
@@ -118,6 +119,7 @@ app.command("predictions")(predictions_cmd)
 app.add_typer(runs_app, name="runs")
 app.add_typer(endpoints_app, name="endpoints")
 app.add_typer(datasets_app, name="datasets")
+app.add_typer(schema_app, name="schema")
 
 if __name__ == "__main__":
     app()
