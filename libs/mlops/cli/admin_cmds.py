@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import getpass
-import os
 from datetime import UTC, datetime
 from typing import Annotated
 
@@ -18,7 +17,7 @@ from mlops.bus.producer import Producer
 from mlops.cli.common import call, console
 from mlops.errors import MlopsError
 from mlops.settings import PlatformSettings
-from mlops.stack import procs
+from mlops.stack import locate
 
 tokens_app = typer.Typer(help="Bearer tokens: create, list, revoke.", no_args_is_help=True)
 
@@ -27,18 +26,12 @@ def _store() -> TokenStore:
     return TokenStore(tokens_file(PlatformSettings()))
 
 
-BOOTSTRAP_ENV = "MLOPS_KAFKA_BOOTSTRAP"
-
-
 def audit_settings(settings: PlatformSettings) -> PlatformSettings:
     """The settings to publish audit records with: the running stack's broker, as its state file
     (``$MLOPS_HOME/run/stack.json``) records it, unless this shell names one (``MLOPS_KAFKA_BOOTSTRAP``).
     A stack started on moved ports (``MLOPS_EMBEDDED_KAFKA_PORT``) is not on the default broker, and a
     record published there would be lost to the stack's audit trail."""
-    if os.environ.get(BOOTSTRAP_ENV):
-        return settings
-    bootstrap = procs.load(settings.home).env.get(BOOTSTRAP_ENV)
-    return settings.model_copy(update={"kafka_bootstrap": bootstrap}) if bootstrap else settings
+    return settings.model_copy(update={"kafka_bootstrap": locate.kafka_bootstrap(settings)})
 
 
 def _audit(action: str, target: str, reason: str = "") -> None:

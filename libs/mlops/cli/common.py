@@ -10,13 +10,15 @@ import typer
 from rich.console import Console
 
 from mlops.auth.local import local_token
-from mlops.settings import PlatformSettings, service_settings
+from mlops.stack import locate
 
 console = Console()
 
 
 def url(service: str, path: str) -> str:
-    return f"http://{PlatformSettings().host}:{service_settings(service).http_port}{path}"
+    """``service``'s REST URL as :mod:`mlops.stack.locate` finds it (this shell's settings, else the running
+    stack's recorded ones); ``Client()`` finds it the same way."""
+    return f"{locate.http_url(service)}{path}"
 
 
 def auth_headers() -> dict[str, str]:

@@ -11,7 +11,8 @@ from typing import Any
 import httpx
 
 from mlops import errors
-from mlops.settings import PlatformSettings, service_settings
+from mlops.settings import PlatformSettings
+from mlops.stack import locate
 
 _BY_STATUS: dict[int, type[errors.MlopsError]] = {
     400: errors.InvalidArgument,
@@ -52,14 +53,14 @@ def _error(resp: httpx.Response) -> errors.MlopsError:
     return cls(message or f"HTTP {resp.status_code}: {resp.text[:300]}", field=field_name)
 
 
-def _default_url(service: str) -> str:
-    host = PlatformSettings().host
-    host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
-    return f"http://{host}:{service_settings(service).http_port}"
-
-
 class Client:
-    """One client per app; thread-safe like the ``httpx.Client`` underneath. Close it, or use ``with``."""
+    """One client per app; thread-safe like the ``httpx.Client`` underneath. Close it, or use ``with``.
+
+    Without arguments it finds the stack as the ``mlops`` CLI does (:mod:`mlops.stack.locate`): addresses from
+    this shell's ``MLOPS_*`` settings, else from the stack ``mlops up`` started under ``$MLOPS_HOME``; the token
+    from ``MLOPS_TOKEN``, else the local admin token ``$MLOPS_HOME/auth/admin.token``. ``token=""`` sends none.
+    :attr:`kafka_bootstrap` is the stack's broker, for apps that produce to ``events.raw`` themselves.
+    """
 
     def __init__(
         self,
@@ -72,11 +73,15 @@ class Client:
         retries: int = 3,
         backoff_s: float = 0.1,
     ) -> None:
+        settings = PlatformSettings()
         self._urls = {
-            "bandit-router": router or _default_url("bandit-router"),
-            "feedback": feedback or _default_url("feedback"),
-            "ingest": ingest or _default_url("ingest"),
+            "bandit-router": router or locate.http_url("bandit-router", settings),
+            "feedback": feedback or locate.http_url("feedback", settings),
+            "ingest": ingest or locate.http_url("ingest", settings),
         }
+        #: Kafka bootstrap servers of the stack (``MLOPS_KAFKA_BOOTSTRAP``, else the running stack's broker).
+        self.kafka_bootstrap = locate.kafka_bootstrap(settings)
+        token = locate.local_token(settings) if token is None else token
         headers = {"authorization": f"Bearer {token}"} if token else {}
         self._http = httpx.Client(timeout=timeout_s, headers=headers)
         self._retries = retries
