@@ -86,7 +86,7 @@ def _parse_time(value: Any, index: int) -> datetime:
             return t if t.tzinfo else t.replace(tzinfo=UTC)
         if isinstance(value, datetime):
             return value if value.tzinfo else value.replace(tzinfo=UTC)
-    except ValueError:
+    except (ValueError, OverflowError, OSError):  # out of range: epoch 1e20, year 99999
         pass
     raise InvalidArgument(f"row {index}: event_time must be an ISO-8601 time or epoch seconds", field="rows")
 
