@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import redis
 
-from mlops.auth.local import ensure_local_tokens
+from mlops.auth.local import ensure_local_tokens, service_token
 from mlops.bus.topics import ensure_topics
 from mlops.settings import SERVICES, PlatformSettings, env_name, service_settings
 from mlops.stack import procs
@@ -64,10 +64,12 @@ class Supervisor:
         try:
             env["MLOPS_KAFKA_BOOTSTRAP"] = self._kafka(state)
             env["MLOPS_REDIS_URL"] = self._redis(state)
+            # No process inherits a token from the shell: each service gets its own (in _start_service).
+            env.pop("MLOPS_SERVICE_TOKEN", None)
+            env.pop("MLOPS_TOKEN", None)
             if self.settings.auth_enabled:
-                tokens, service_token, admin_file = ensure_local_tokens(self.settings)
+                tokens, admin_file = ensure_local_tokens(self.settings)
                 env["MLOPS_AUTH_TOKENS_FILE"] = str(tokens)
-                env["MLOPS_SERVICE_TOKEN"] = service_token
                 self.report(f"auth on: your admin token is in {admin_file} (the CLI and the demo use it)")
             else:
                 env.pop("MLOPS_AUTH_TOKENS_FILE", None)
@@ -129,6 +131,13 @@ class Supervisor:
 
     def _start_service(self, service: str, env: dict[str, str]) -> Proc:
         cmd = [sys.executable, "-m", f"services.{package(service)}"]
+        env = {k: v for k, v in env.items() if k not in ("MLOPS_SERVICE_TOKEN", "MLOPS_TOKEN")}
+        if env.get("MLOPS_AUTH_TOKENS_FILE"):
+            # Its own token only, with the least role its calls to its peers need; none for a service
+            # that calls no peer.
+            token = service_token(PlatformSettings(home=Path(env["MLOPS_HOME"])), service)
+            if token:
+                env["MLOPS_SERVICE_TOKEN"] = token
         proc = procs.spawn(
             service, cmd, self.home / "logs" / f"{service}.log", env,
             **_service_proc_args(service, self.settings.host),
