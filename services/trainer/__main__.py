@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from mlops.auth.tokens import TokenStore
 from mlops.bus import topics
 from mlops.modelguard import ModelPolicy
 from mlops.service import Service, run_main
@@ -14,6 +15,14 @@ from services.trainer.jobs import JobStore
 from services.trainer.settings import TrainerSettings
 
 
+def own_role(settings: PlatformSettings) -> str | None:
+    """The role of the trainer's own token (``""``: none or not valid), or None when auth is off."""
+    if not settings.auth_enabled or settings.auth_tokens_file is None:
+        return None
+    principal = TokenStore(settings.auth_tokens_file).verify(settings.service_token or "")
+    return principal.role if principal else ""
+
+
 async def main() -> None:
     settings = PlatformSettings()
     trainer_settings = TrainerSettings()
@@ -23,7 +32,7 @@ async def main() -> None:
     registry = RegistryClient(peer_address("registry"), t.rpc_timeout_s, t.rpc_attempts)
     tracker = RunTracker(f"http://{peer_address('registry', 'http')}", t.rpc_timeout_s, t.rpc_attempts)
     trainer = Trainer(JobStore(service.redis), features, registry, tracker, trainer_settings,
-                      models=ModelPolicy.from_settings(settings))
+                      models=ModelPolicy.from_settings(settings), registers_as=own_role(settings))
     service.add_http(http.router(trainer))
     service.add_grpc(
         lambda server: trainer_pb2_grpc.add_TrainerServiceServicer_to_server(grpc_api.Servicer(trainer), server)

@@ -27,7 +27,8 @@ import numpy as np
 
 from mlops import gate_policy
 from mlops.auth.guard import current_principal
-from mlops.errors import NotFound
+from mlops.auth.policy import STAGE_PERMISSION, allowed
+from mlops.errors import InvalidArgument, NotFound
 from mlops.modelguard import ModelPolicy, default_policy
 from mlops.modelguard.refusal import ArtifactRefused, ArtifactUnreadable
 from mlops.stages import PRODUCTION
@@ -85,6 +86,7 @@ class Trainer:
         tracker: Tracker,
         settings: TrainerSettings | None = None,
         models: ModelPolicy | None = None,
+        registers_as: str | None = None,
     ) -> None:
         self.jobs = jobs
         self._features = features
@@ -93,6 +95,9 @@ class Trainer:
         self.settings = settings or TrainerSettings()
         #: What a model artifact may run: the gates load production's and the candidate's through it.
         self._models = models or default_policy()
+        #: The role of the trainer's own token when auth is on (None: auth off, every stage): a job asking
+        #: for a stage that role may not register at is refused when submitted, not after it has trained.
+        self._registers_as = registers_as
         self._queue: asyncio.Queue[str] = asyncio.Queue()
         self._queued: set[str] = set()
         self._stopping = asyncio.Event()
@@ -108,11 +113,24 @@ class Trainer:
         caller's token id (REST and gRPC; none from ``training.requests``) goes with the job: the version is
         registered on their behalf."""
         principal = current_principal.get()
-        spec = dataclasses.replace(spec, requested_by=principal.token_id if principal is not None else "")
-        job, created = await self.jobs.create(self.checked(spec), request_id=request_id, event_id=event_id)
+        spec = self.checked(dataclasses.replace(spec, requested_by=principal.token_id if principal else ""))
+        self._check_reachable(spec.stage)
+        job, created = await self.jobs.create(spec, request_id=request_id, event_id=event_id)
         if created:
             self._enqueue(job.id)
         return job
+
+    def _check_reachable(self, stage: str) -> None:
+        """InvalidArgument when the trainer's own token could not register at ``stage`` (with least privilege
+        it registers at candidate only: promoting the version is its requester's act, afterwards)."""
+        if self._registers_as is None:
+            return
+        needed = STAGE_PERMISSION[stage]
+        if needed is not None and not allowed(self._registers_as, needed):
+            raise InvalidArgument(
+                f"the trainer registers new versions at candidate (its role {self._registers_as!r} may not "
+                f"{needed}); train at candidate, then move the version to {stage} with a stage change",
+                field="stage")
 
     async def get(self, job_id: str) -> Job:
         job = await self.jobs.get(job_id)

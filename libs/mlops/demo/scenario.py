@@ -106,8 +106,10 @@ def run(opts: Options, platform: Platform, console: Console) -> dict[str, Any]:
     platform.wait("the offline store to hold every event", offline_ready, timeout_s=120)
     rec.mark("features computed: online store (Redis) and offline store (Parquet) up to date", console)
 
+    # The trainer registers at candidate with its own (least-role) token; putting the first version in
+    # production is an admin's act, done below with the demo's admin token and audited as such.
     job = platform.train({"model": MODEL, "stream": STREAM, "features": FEATURES, "label": LABEL,
-                          "stage": "production", "seed": opts.seed})
+                          "stage": "candidate", "seed": opts.seed})
     with Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=console) as progress:
         task = progress.add_task(f"training {MODEL} (job {job['id']})", total=1.0)
         while job["state"] not in ("succeeded", "failed"):
@@ -117,6 +119,8 @@ def run(opts: Options, platform: Platform, console: Console) -> dict[str, Any]:
     if job["state"] != "succeeded":
         raise RuntimeError(f"training failed: {job.get('error')}")
     version = str(job["version"])
+    platform.call("POST", "registry", f"/v1/models/{MODEL}/versions/{version}/stage",
+                  {"stage": "production", "reason": "demo: the first model serves"})
     rec.mark(f"trained and registered {MODEL} v{version} (holdout accuracy "
              f"{job.get('metrics', {}).get('accuracy', float('nan')):.3f}), stage production", console)
 

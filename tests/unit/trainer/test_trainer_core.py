@@ -210,6 +210,19 @@ async def test_the_version_is_registered_on_behalf_of_whoever_submitted_the_job(
     assert registry.on_behalf_of == ["tok-42", ""]
 
 
+async def test_a_stage_the_trainers_own_role_cannot_register_at_is_refused_when_submitted() -> None:
+    trainer, jobs, *_ = make(FakeFeatures())
+    trainer._registers_as = "service-trainer"  # auth on, least privilege: candidate only
+    for stage in ("shadow", "Canary", "production", "archived"):
+        with pytest.raises(InvalidArgument, match="train at candidate") as caught:
+            await trainer.submit(dataclasses.replace(SPEC, stage=stage))
+        assert caught.value.field == "stage"
+    assert not await jobs.recent(10)
+    assert (await trainer.submit(dataclasses.replace(SPEC, stage="candidate"))).spec.stage == "candidate"
+    trainer._registers_as = None  # auth off: any stage
+    assert (await trainer.submit(SPEC)).spec.stage == "production"
+
+
 async def test_one_job_per_request_and_event() -> None:
     trainer, *_ = make(FakeFeatures())
     a = await trainer.submit(SPEC, request_id="r", event_id="e1")
