@@ -15,7 +15,10 @@ INHERIT = " Leave out to train as the current production version was trained."
 
 def _summary(job: dict[str, Any]) -> None:
     for gate in job.get("gates") or []:
-        mark = "skipped" if gate["skipped"] else "[green]passed[/green]" if gate["passed"] else "[red]FAILED[/red]"
+        if gate["skipped"]:  # one with nothing to check against blocks nothing; another blocks production
+            mark = "skipped" if gate.get("not_applicable") else "[yellow]skipped (blocks production)[/yellow]"
+        else:
+            mark = "[green]passed[/green]" if gate["passed"] else "[red]FAILED[/red]"
         console.print(f"  gate {gate['name']}: {mark} ({gate['reason']})")
     if job["state"] == "succeeded":
         console.print(f"[green]{job['model']} v{job['version']}[/green] registered in {job['spec']['stage']} "
