@@ -31,6 +31,7 @@ from mlops.grpc_util import ServerInstrumentation, server_options
 from mlops.http_middleware import PlatformMiddleware
 from mlops.safe_start import open_warning, startup_refusal
 from mlops.settings import PlatformSettings, ServiceSettings
+from mlops.text_guard import RefuseLoneSurrogates
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +122,8 @@ class Service:
                 body["field"] = field
             return JSONResponse({"error": body}, status_code=400)
 
+        # Inside the platform middleware: a caller is authenticated before any of its body is scanned.
+        app.add_middleware(RefuseLoneSurrogates)
         app.add_middleware(PlatformMiddleware, service=name, guard=self.guard,
                            max_body_bytes=self.settings.max_body_bytes, producer=lambda: self.producer)
 
