@@ -18,6 +18,11 @@ from services.registry.views import GateResult, MetricPoint, RunInput
 #: The most transitions one ``GET /v1/transitions`` returns.
 MAX_TRANSITIONS = 1000
 
+#: SQLite stores integers in 64 bits: a larger seed or step failed the insert (a 500).
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+#: A metric value JSON can carry back: NaN and infinities were stored, then failed every read of the run.
+MetricValue = Annotated[float, Field(allow_inf_nan=False)]
+
 ActorHeader = Annotated[str | None, Header(alias="X-Mlops-Actor", description="Who makes the change.")]
 
 
@@ -34,8 +39,8 @@ class RollbackRequest(BaseModel):
 
 class MetricIn(BaseModel):
     key: str
-    value: float
-    step: int = Field(0, ge=0)
+    value: MetricValue
+    step: int = Field(0, ge=0, le=INT64_MAX)
     # Bounded to years 1970..9999, which datetime can represent.
     time: float | None = Field(None, ge=0, le=253402300799,
                                description="Epoch seconds; default: when the registry receives it.")
@@ -59,7 +64,7 @@ class RunCreate(BaseModel):
     diff_sha256: str = Field("", description="sha256 of the uncommitted changes when the tree was dirty.")
     python_version: str = ""
     pip_freeze: str = Field("", description="Installed packages, one `name==version` a line.")
-    seed: int = 0
+    seed: int = Field(0, ge=INT64_MIN, le=INT64_MAX)
     hardware: str = ""
 
 
@@ -82,7 +87,7 @@ class RunUpdate(BaseModel):
     gates: list[GateIn] | None = None
     params: dict[str, str] | None = None
     tags: dict[str, str] | None = None
-    metrics: dict[str, float] | None = Field(None, description="Final values, added to each metric's history.")
+    metrics: dict[str, MetricValue] | None = Field(None, description="Final values, added to each metric's history.")
 
 
 def _markdown_wanted(request: Request, format: str | None) -> bool:
