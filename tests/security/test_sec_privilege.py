@@ -242,3 +242,14 @@ def test_the_trainer_registers_a_candidate_on_behalf_of_the_requester(secure: Se
     trainer_id = next(r.id for r in _store(secure).list() if r.name == "svc-trainer" and not r.revoked_at)
     entries = support.audit_entries(secure, lambda e: bool(e), actor_id=trainer_id, target=model)
     assert entries[0]["on_behalf_of"] == secure.token_id("scientist"), entries[0]
+
+
+def test_a_job_above_candidate_is_refused_when_submitted_not_after_training(secure: SecureStack) -> None:
+    """The trainer registers at candidate only (its own role); even an admin's job asking for more is told
+    at once to train at candidate and promote, instead of training for minutes and failing to register."""
+    with secure.http("admin") as http:
+        for stage in ("shadow", "production", "Archived"):
+            r = http.post(secure.url("trainer", "/v1/training-jobs"),
+                          json={"model": "lp-stage", "stream": "s", "features": ["a"], "label": "b", "stage": stage})
+            assert r.status_code == 400, (stage, r.status_code, r.text)
+            assert r.json()["error"]["field"] == "stage" and "train at candidate" in r.text, r.text
