@@ -28,6 +28,7 @@ from hypothesis import HealthCheck, Phase, given, seed, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import Case, GenerationMode
 from schemathesis.checks import not_a_server_error
+from schemathesis.core.failures import FailureGroup
 from schemathesis.schemas import APIOperation, BaseSchema
 
 from mlops.settings import SERVICES
@@ -100,9 +101,10 @@ def _fuzz_operation(operation: APIOperation, mode: GenerationMode, *, base_url: 
             return
         try:
             case.validate_response(response, checks=[not_a_server_error], headers=headers)
-        except Exception:  # schemathesis' FailureGroup: its message carries the token, so name the case here
+        except FailureGroup:  # recorded here: the next case may find another
             report.record(operation.label, response.status_code,
                           f"{mode.value}: {case.as_curl_command()} :: {response.text[:300]}")
+            session.close()  # see _send
             return
         report.record(operation.label, response.status_code)
 
@@ -172,6 +174,105 @@ def _hostile_bodies(fields: list[str]) -> Iterator[tuple[str, bytes, dict[str, s
     yield "form", b"a=1&b=%ff", {"content-type": "application/x-www-form-urlencoded"}
 
 
+#: Raw JSON put in place of one value of a valid body at a time: numbers JSON cannot hold or no type fits,
+#: a lone surrogate (valid JSON, not encodable as UTF-8), NUL, times without an offset or past year 9999,
+#: a 100k-character string, and values of the wrong kind.
+HOSTILE_LEAVES: tuple[str, ...] = (
+    "NaN", "Infinity", "-Infinity", "1e999", "9" * 5000, "-" + "9" * 30, str(2**64), "-1", "0.5", "true", "null",
+    '""',
+    '"' + "x" * 100_000 + '"', '"2020-01-01T00:00:00"', '"99999-01-01T00:00:00Z"', '"\\u0000"', '"\\ud800"',
+    "{}", "[]", "[[[]]]",
+)
+_LEAF = "\u2063fuzz-leaf\u2063"
+
+
+def _valid_bodies(known: dict[str, str]) -> dict[tuple[str, str], Any]:
+    """A body each operation accepts (or nearly: what matters is that it gets past the parsing), naming the
+    seeded things; :func:`_mutations` breaks one value of it at a time. The training job names a stream that
+    does not exist: a real job would train for as long as the fuzz asks (epochs are unbounded)."""
+    model, version, stream = known["model"], known["version"], known["stream"]
+    infer = {"id": "fuzz", "parameters": {"fuzz": 1},
+             "inputs": [{"name": "input", "shape": [1, 2], "datatype": "FP32", "data": [0.5, 0.25]}],
+             "outputs": [{"name": "output"}]}
+    return {
+        ("POST", "/v1/streams/{stream}/events"): [
+            {"event_id": "fuzz-1", "entity_id": "e1", "event_time": "2026-01-01T00:00:00Z", "a": 0.5, "b": 1.0}],
+        ("PUT", "/v1/streams/{stream}/schema"): {
+            "entity_field": "entity_id", "time_field": "event_time", "dedup_window_s": 60,
+            "fields": [{"name": "a", "type": "float", "min": 0, "max": 10, "required": True},
+                       {"name": "b", "type": "string", "enum": ["x"], "pii": "redact"}]},
+        ("POST", "/v1/features/online"): {"entities": ["e1"], "features": ["a"], "as_of": "2026-01-01T00:00:00Z"},
+        ("POST", "/v1/datasets"): {"stream": stream, "features": ["a"], "label": "b", "last_n": 5,
+                                   "start": "2020-01-01T00:00:00Z", "end": "2030-01-01T00:00:00Z"},
+        ("POST", "/v1/training-jobs"): {"model": model, "stream": "fuzz-no-such-stream", "features": ["a"],
+                                        "label": "b", "stage": "candidate", "epochs": 1, "seed": 1,
+                                        "recent_rows": 10, "fairness_max_gap": 0.1, "processes": 1},
+        ("POST", "/v2/models/{name}/infer"): infer,
+        ("POST", "/v2/models/{name}/versions/{version}/infer"): infer,
+        ("POST", "/v1/feedback"): [{"prediction_id": known["prediction_id"], "label": 1, "reward": 0.5,
+                                    "value": 2.0}],
+        ("PUT", "/v1/endpoints/{endpoint}"): {
+            "variants": [{"model": model, "version": version, "weight": 1.0, "name": "a"},
+                         {"model": model, "alias": "production", "weight": 0.5, "name": "b"}],
+            "policy": {"type": "epsilon_greedy", "params": {"epsilon": 0.1}}},
+        ("POST", "/v1/endpoints/{endpoint}/predict"): {"unit_id": "u1", "entity_id": "e1",
+                                                       "features": {"a": 0.5, "b": 0.25}},
+        ("POST", "/v1/models/{name}/versions/{version}/stage"): {"stage": "production", "reason": "fuzz",
+                                                                  "force": False},
+        ("POST", "/v1/models/{name}/rollback"): {"reason": "fuzz"},
+        ("POST", "/v1/runs"): {"experiment": "fuzz", "key": "k", "params": {"p": "1"}, "seed": 1,
+                               "git_dirty": False},
+        ("PATCH", "/v1/runs/{run_id}"): {
+            "status": "running", "reason": "fuzz", "params": {"p": "1"}, "tags": {"t": "1"},
+            "metrics": {"m": 0.5},
+            "gates": [{"name": "g", "passed": True, "reason": "", "details": {"x": 1}, "skipped": False}]},
+        ("POST", "/v1/runs/{run_id}/metrics"): {"metrics": [{"key": "loss", "value": 0.5, "step": 1,
+                                                            "time": 1_700_000_000}]},
+    }
+
+
+def _leaves(value: Any, at: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]:
+    """The path of every value in a JSON document (containers included, the document itself not)."""
+    if at:
+        yield at
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from _leaves(item, (*at, key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _leaves(item, (*at, index))
+
+
+def _replaced(value: Any, at: tuple[Any, ...]) -> Any:
+    if not at:
+        return _LEAF
+    copy = dict(value) if isinstance(value, dict) else list(value)
+    copy[at[0]] = _replaced(value[at[0]], at[1:])
+    return copy
+
+
+def _mutations(body: Any) -> Iterator[tuple[str, bytes]]:
+    """The valid ``body`` with one of its values at a time replaced by each :data:`HOSTILE_LEAVES`."""
+    for at in _leaves(body):
+        text = json.dumps(_replaced(body, at))
+        for leaf in HOSTILE_LEAVES:
+            yield f"{'.'.join(map(str, at))}={leaf[:12]}", text.replace(json.dumps(_LEAF), leaf).encode()
+
+
+def _send_mutations(operation: APIOperation, known: dict[str, str], *, base_url: str, headers: dict[str, str],
+                    session: requests.Session, report: ServiceReport) -> None:
+    body = _valid_bodies(known).get((operation.method.upper(), operation.path))
+    if body is None:
+        return
+    url = base_url + _path(operation, known)
+    send_headers = {**headers, "content-type": "application/json"}
+    _send(session, report, f"{operation.label} [valid body]", operation.method.upper(), url,
+          data=json.dumps(body).encode(), headers=send_headers)
+    for what, data in _mutations(body):
+        _send(session, report, f"{operation.label} [{what}]", operation.method.upper(), url, data=data,
+              headers=send_headers)
+
+
 def _path(operation: APIOperation, known: dict[str, str], override: tuple[str, str] | None = None) -> str:
     """The operation's path with each parameter naming a thing that exists (``"fuzz"`` where none does), or
     ``override`` = (parameter, value) in place of one of them."""
@@ -192,6 +293,8 @@ def _send(session: requests.Session, report: ServiceReport, label: str, method: 
         report.record(label, 599, type(exc).__name__)
         return
     report.record(label, response.status_code, response.text[:300])
+    if response.status_code >= 500:
+        session.close()  # the server drops a connection after an unhandled error: the next case gets a new one
 
 
 def _send_hostile(document: dict[str, Any], operation: APIOperation, known: dict[str, str], *, base_url: str,
@@ -244,7 +347,12 @@ def _seed(secure: SecureStack, headers: dict[str, str]) -> dict[str, str]:
         routed = http.put(secure.url("bandit-router", f"/v1/endpoints/{endpoint}"),
                           json={"variants": [{"model": model, "version": version}]}, timeout=30)
         assert routed.status_code == 200, routed.text
-    return {"name": model, "model": model, "version": str(version), "stream": stream, "endpoint": endpoint,
+        # A prediction for feedback to name (the router may not reach the model yet: then an id of no one's).
+        predicted = http.post(secure.url("bandit-router", f"/v1/endpoints/{endpoint}/predict"),
+                              json={"unit_id": "u1", "features": {"a": 0.5, "b": 0.25}}, timeout=30)
+        prediction_id = predicted.json()["prediction_id"] if predicted.status_code == 200 else "fuzz-prediction"
+    return {"prediction_id": prediction_id, "name": model, "model": model, "version": str(version),
+            "stream": stream, "endpoint": endpoint,
             "run_id": str(run.json()["id"]), "alias": "production"}
 
 
@@ -279,6 +387,8 @@ def test_no_input_gives_a_server_error(secure: SecureStack, capsys: pytest.Captu
                                         report=report, path_parameters=seeded)
                 _send_hostile(document, operation, known, base_url=base_url, headers=headers, session=session,
                               report=report)
+                _send_mutations(operation, known, base_url=base_url, headers=headers, session=session,
+                                report=report)
                 if operation.method.upper() in ("POST", "PUT", "PATCH") and not over_limit_sent:
                     _past_the_limit(operation, known, base_url=base_url, headers=headers, session=session,
                                     report=report)
