@@ -182,9 +182,13 @@ def test_a_failed_gate_leaves_a_failed_run_and_no_version(stack: Stack, http: ht
 
 def test_an_empty_request_trains_as_production_was_trained(stack: Stack, http: httpx.Client, stream: str) -> None:
     model = f"loop-{uuid.uuid4().hex[:8]}"
-    first = _job(stack, http, {"model": model, "stream": stream, "features": ["x1", "x2"], "label": "label",
-                               "seed": 5, "epochs": EPOCHS, "stage": "production"})
-    assert first["state"] == "succeeded", first
+    # The CLI trains at candidate (all the trainer registers) and then sets production with the caller's token.
+    out = stack.mlops("train", model, "--stream", stream, "--features", "x1,x2", "--label", "label", "--seed", "5",
+                      "--epochs", str(EPOCHS), "--stage", "production", "--json")
+    first = json.loads(out.stdout[out.stdout.index("{"):])
+    assert first["state"] == "succeeded" and first["spec"]["stage"] == "candidate", first
+    assert first["stage_change"]["stage"] == "production"
+    assert http.get(stack.url("registry", f"/v1/models/{model}/versions/1")).json()["stage"] == "production"
     request_id = f"retrain-{uuid.uuid4().hex[:8]}"
     msg = events_pb2.TrainingRequest(request_id=request_id, model=model, reason="drift on x1", stage="candidate",
                                      epochs=EPOCHS, seed=5)

@@ -49,9 +49,17 @@ def train(
     wait: Annotated[bool, typer.Option(help="Wait for the job to finish, with a progress bar.")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print the finished job as JSON.")] = False,
 ) -> None:
-    """Submit a training job to the trainer and follow it."""
+    """Submit a training job to the trainer and follow it.
+
+    The trainer registers new versions at ``candidate`` only (its own token may do no more); a higher
+    ``--stage`` is set here afterwards, with your token, so the stage change is yours in the audit trail
+    and is checked against your role and the version's gates."""
+    target = stage.strip().lower() or "candidate"
+    if target != "candidate" and not wait:
+        raise typer.BadParameter("--stage above candidate needs --wait (the stage is set once the version exists)",
+                                 param_hint="--stage")
     body = {"model": model, "stream": stream, "features": [f for f in features.split(",") if f], "label": label,
-            "stage": stage, "epochs": epochs, "seed": seed, "recent_rows": recent_rows,
+            "stage": "candidate", "epochs": epochs, "seed": seed, "recent_rows": recent_rows,
             "sensitive_attribute": sensitive_attribute, "fairness_max_gap": fairness_max_gap,
             "processes": processes, "reason": reason, "request_id": request_id, "force": force}
     job = call("POST", "trainer", "/v1/training-jobs", body)
@@ -65,9 +73,15 @@ def train(
                 bar.update(task, completed=job.get("progress", 0.0),
                            description=f"training {model} ({job['state']})")
             bar.update(task, completed=1.0 if job["state"] == "succeeded" else job.get("progress", 0.0))
+    if wait and not as_json:
+        _summary(job)
+    if job["state"] == "succeeded" and target != "candidate":
+        changed = call("POST", "registry", f"/v1/models/{model}/versions/{job['version']}/stage",
+                       {"stage": target, "reason": reason or f"mlops train --stage {target}", "force": force})
+        job["stage_change"] = changed
+        if not as_json:
+            console.print(f"[green]{model} v{job['version']}[/green] moved to {changed.get('stage', target)}")
     if as_json or not wait:
         print_json(job)
-    else:
-        _summary(job)
     if job["state"] == "failed":
         raise typer.Exit(1)
