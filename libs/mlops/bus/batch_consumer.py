@@ -38,6 +38,7 @@ from opentelemetry.context import Context
 from mlops import telemetry
 from mlops.bus.consumer import build_consumer
 from mlops.bus.envelope import Envelope, decode_headers
+from mlops.bus.lag import LAG_INTERVAL_S, LagGauge
 from mlops.settings import PlatformSettings
 
 log = logging.getLogger(__name__)
@@ -65,7 +66,8 @@ class _PrepareFailed:
 
 class BatchConsumer:
     def __init__(self, settings: PlatformSettings, topic: str, group: str, handler: BatchHandler, *,
-                 prepare: Prepare | None = None, max_records: int = 2000, poll_ms: int = 200) -> None:
+                 prepare: Prepare | None = None, max_records: int = 2000, poll_ms: int = 200,
+                 lag_interval_s: float = LAG_INTERVAL_S) -> None:
         self.topic = topic
         self.group = group
         self._settings = settings
@@ -73,6 +75,7 @@ class BatchConsumer:
         self._prepare: Prepare = prepare or (lambda envelopes: envelopes)
         self._max_records = max_records
         self._poll_ms = poll_ms
+        self._lag_interval_s = lag_interval_s
         self._consumer: AIOKafkaConsumer | None = None
         self._stopping = asyncio.Event()
         self._stopped = asyncio.Event()
@@ -92,6 +95,7 @@ class BatchConsumer:
         # partitions' batches are handled concurrently (keys, and so entities, never span partitions).
         lanes: dict[TopicPartition, asyncio.Task[None]] = {}
         assigned_gauge = telemetry.CONSUMER_ASSIGNED.labels(telemetry.service_name(), self.group, self.topic)
+        lag = asyncio.ensure_future(LagGauge(self._consumer, self.group, self.topic, self._lag_interval_s).run())
         try:
             while not self._stopping.is_set():
                 for tp, task in list(lanes.items()):
@@ -133,15 +137,12 @@ class BatchConsumer:
                     work = self._prepared(envelopes)  # while other partitions' batches wait on I/O
                     lanes[tp] = asyncio.ensure_future(
                         self._handle_and_commit(envelopes, work, {tp: records[-1].offset + 1}))
-                    high = self._consumer.highwater(tp)
-                    if high is not None:
-                        telemetry.CONSUMER_LAG.labels(telemetry.service_name(), self.group, self.topic,
-                                                      tp.partition).set(max(0, high - records[-1].offset - 1))
             await self._drain(lanes)
             # a last call with nothing new lets a buffering handler flush before the final commit
             if self._uncommitted and await self._handle([], self._prepared([]), final=True):
                 await self._commit(dict(self._uncommitted))
         finally:
+            lag.cancel()
             for task in lanes.values():
                 task.cancel()
             try:

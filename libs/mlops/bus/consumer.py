@@ -8,7 +8,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
 from opentelemetry import trace
 
@@ -16,6 +16,7 @@ from mlops import telemetry
 from mlops.bus import topics
 from mlops.bus.deadletter import dead_letter
 from mlops.bus.envelope import Envelope, decode_headers
+from mlops.bus.lag import LagGauge
 from mlops.bus.producer import Producer
 from mlops.errors import MlopsError, PoisonRecord
 from mlops.settings import PlatformSettings
@@ -83,19 +84,20 @@ class Consumer:
         self._consumer = self._build()
         await self._consumer.start()
         log.info("consuming %s as group %s", self.topic, self.group)
+        lag = asyncio.ensure_future(LagGauge(self._consumer, self.group, self.topic).run())
         try:
             while not self._stopping.is_set():
                 batches = await self._consumer.getmany(timeout_ms=500, max_records=self._max_records)
                 self.assigned = bool(self._consumer.assignment())
                 if not batches:
                     continue
-                for tp, records in batches.items():
+                for records in batches.values():
                     for record in records:
                         await self._handle(record)
-                    self._record_lag(tp, records[-1].offset)
                 await self._run_before_commit()
                 await self._commit()
         finally:
+            lag.cancel()
             try:
                 await self._consumer.stop()
             except KafkaError:
@@ -127,14 +129,6 @@ class Consumer:
                 # After a rebalance the records are redelivered to the new owner; handlers are idempotent.
                 log.warning("offset commit failed (attempt %d): %s", attempt + 1, exc)
                 await asyncio.sleep(0.2 * (attempt + 1))
-
-    def _record_lag(self, tp: TopicPartition, last_offset: int) -> None:
-        assert self._consumer is not None
-        high = self._consumer.highwater(tp)
-        if high is not None:
-            telemetry.CONSUMER_LAG.labels(telemetry.service_name(), self.group, self.topic, tp.partition).set(
-                max(0, high - last_offset - 1)
-            )
 
     async def _handle(self, record) -> None:  # type: ignore[no-untyped-def]
         env = Envelope(
