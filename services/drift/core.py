@@ -203,10 +203,14 @@ class DriftMonitor:
         if firing is not None:
             await self._raise_sequential(stream, model, version, partition, event_id, when, seq, firing)
 
+    def _signal(self, stream: Stream) -> detectors.Signal:
+        return "score" if stream is PREDICTION_SCORES else self._settings.concept_loss
+
     async def _rebuild(
         self, stream: Stream, model: str, version: str, partition: int, config: SequentialConfig
     ) -> Sequential:
-        seq = Sequential(detectors.build(self._settings.detector), config)
+        detector = self._settings.detector_for(self._signal(stream))
+        seq = Sequential(detectors.build(detector), config, rearm=lambda: detectors.build(detector))
         history = await self.store.recent(stream, model, version, partition)
         # Replayed silently: a rebuilt detector must not re-raise alerts about its history.
         seq.replay(history)
@@ -226,7 +230,8 @@ class DriftMonitor:
             "check": stream.name,
             "statistic": _STATISTIC[stream.name]
             + (f" ({self._settings.concept_loss})" if stream is LABEL_LOSSES else ""),
-            "detector": {"type": detector.type, **self._settings.detector.model_dump(exclude={"type"})},
+            "detector": {"type": detector.type,
+                         **self._settings.detector_for(self._signal(stream)).model_dump(exclude={"type"})},
             "baseline": firing.baseline,
             "current": firing.current,
             "effect": firing.effect,

@@ -9,9 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from services.drift import detectors
 from services.drift.datadrift import DataDriftConfig
 from services.drift.detectors import AdwinConfig, DetectorConfig
 from services.drift.sequential import SequentialConfig
@@ -33,7 +34,11 @@ class DriftSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MLOPS_DRIFT_", extra="ignore")
 
     detector: DetectorConfig = Field(
-        default_factory=AdwinConfig, description="Detector (adwin, page_hinkley, kswin) on the score and the loss."
+        default_factory=AdwinConfig,
+        description=(
+            "Detector (adwin, page_hinkley, kswin) on the score and the loss; parameters left unset take the "
+            "detector's defaults for each signal (services.drift.detectors.SIGNAL_DEFAULTS)."
+        ),
     )
     prediction: SequentialConfig = Field(
         default_factory=lambda: SequentialConfig(min_effect=0.05, direction="both"),
@@ -67,3 +72,19 @@ class DriftSettings(BaseSettings):
     max_alerts: int = Field(1000, gt=0, description="Alerts kept for GET /v1/alerts.")
     retraining_policy: Path = Field(DEFAULT_POLICY, description="The retraining policy file (YAML).")
     tick_s: float = Field(2.0, gt=0, description="How often the schedule, quality and dead-letter checks run.")
+
+    @model_validator(mode="after")
+    def _detector_suits_its_signals(self) -> DriftSettings:
+        """A detector that could never fire on a signal it is given is refused, with what to use instead."""
+        watched: list[tuple[detectors.Signal, SequentialConfig]] = [("score", self.prediction)]
+        if self.concept_detection:
+            watched.append((self.concept_loss, self.concept))
+        for signal, discipline in watched:
+            why = detectors.refusal(self.detector, signal, discipline.min_effect)
+            if why is not None:
+                raise ValueError(why)
+        return self
+
+    def detector_for(self, signal: detectors.Signal) -> DetectorConfig:
+        """The detector's parameters on ``signal``: the configured ones, the signal's defaults for the rest."""
+        return detectors.for_signal(self.detector, signal)

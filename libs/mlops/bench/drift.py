@@ -7,15 +7,11 @@ all 20 features plus the score). ``events_per_s_20_features`` keeps the monitor'
 ``redis-server`` the bench starts (two round trips per prediction, as the service does; Kafka excluded);
 ``events_per_s_20_features_in_memory`` keeps it in process (the computation alone).
 
-Detection: per-example log loss of a model trained on river's Agrawal concept 0 and then frozen, on
-streams whose concept changes to 4 at a known point (abrupt; gradual over 1,000 events with river's
-ConceptDriftStream) and on a stationary stream. The service side runs the labels through
-``DriftMonitor.on_label`` (detector, alert discipline, cooldown at 100 labels a second); river's side
-updates the same detector class with the same parameters and counts every ``drift_detected``.
-``delay_<d>`` is the mean number of events from the change to the first alert at or after it (misses
-count as the rest of the stream and are reported; ``delay_gradual_<d>`` is timed from the start of the
-transition, ``CHANGE - WIDTH / 2``), ``false_alarms_per_100k_<d>`` the alerts on the stationary stream
-scaled to 100,000 events, ``alerts_per_shift_<d>`` the alerts at or after an abrupt change.
+Detection (:mod:`mlops.bench.drift_alerts`): the delays *after the service's alerting rules* on abrupt,
+gradual, mean-shift and error-rate-step streams over five seeds (median), misses counted, beside river's
+firing of the same detector on the identical stream, and false alarms per 100k on stationary streams of
+each signal (score, log loss, 0/1 loss); targets: each ``alert_delay`` within 1.2x of ``river_delay``,
+``alert_misses`` 0, ``false_alarms_per_100k`` <= 1.
 """
 
 from __future__ import annotations
@@ -24,7 +20,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import math
 import shutil
 import socket
 import subprocess
@@ -35,25 +30,16 @@ from typing import Any
 
 import numpy as np
 from rich.console import Console
-from river import drift as river_drift
 
+from mlops.bench import drift_alerts
 from mlops.bench import drift_streams as ds
 from mlops.bench.common import Result
 from mlops.bench.drift_memory import MemoryStore, NullProducer
 from mlops.v1 import events_pb2
 from services.drift.core import DriftMonitor
-from services.drift.detectors import AdwinConfig, DetectorConfig, KswinConfig, PageHinkleyConfig
 from services.drift.references import ReferenceCache
 from services.drift.settings import DriftSettings
 
-DETECTORS: dict[str, DetectorConfig] = {
-    "adwin": AdwinConfig(),
-    "page_hinkley": PageHinkleyConfig(),
-    "kswin": KswinConfig(),
-}
-CHANGE = 5000
-WIDTH = 1000
-LABELS_PER_S = 100.0
 T0 = 1_700_000_000.0
 
 
@@ -144,59 +130,13 @@ async def _throughput(preds: list[events_pb2.Prediction], redis_url: str | None)
     return rate
 
 
-# -- detection -------------------------------------------------------------------------------------------
-def _labels(losses: np.ndarray) -> list[events_pb2.Label]:
-    """Label records whose per-example log loss is ``losses``: P(label 1) = exp(-loss)."""
-    out = []
-    for i, loss in enumerate(losses):
-        q = math.exp(-float(loss))
-        label = events_pb2.Label(prediction_id=f"l{i}", model="bench", version="1", outputs=[1 - q, q], label=1)
-        label.time.FromNanoseconds(int((T0 + i / LABELS_PER_S) * 1e9))
-        out.append(label)
-    return out
-
-
-async def _service_alerts(config: DetectorConfig, losses: np.ndarray) -> list[int]:
-    producer = NullProducer()
-    monitor = DriftMonitor(MemoryStore(), producer, DriftSettings(detector=config), clock=lambda: T0)  # type: ignore[arg-type]
-    alerts = []
-    for i, label in enumerate(_labels(losses)):
-        before = producer.counts.get("drift.alerts", 0)
-        await monitor.on_label(label, f"l{i}")
-        if producer.counts.get("drift.alerts", 0) > before:
-            alerts.append(i)
-    return alerts
-
-
-def _river_alerts(config: DetectorConfig, losses: np.ndarray) -> list[int]:
-    params = config.model_dump(exclude={"type"})
-    detector: Any = {"adwin": river_drift.ADWIN, "page_hinkley": river_drift.PageHinkley,
-                     "kswin": river_drift.KSWIN}[config.type](**params)
-    alerts = []
-    for i, x in enumerate(losses):
-        detector.update(float(x))
-        if detector.drift_detected:
-            alerts.append(i)
-    return alerts
-
-
-def _delay(alerts: list[int], change: int, n: int) -> tuple[float, bool]:
-    after = [a for a in alerts if a >= change]
-    return (float(after[0] - change), True) if after else (float(n - change), False)
-
-
 def run(quick: bool, console: Console) -> Result:
     # Every alert the monitor raises is logged as a warning: thousands here, none of them news.
     logging.getLogger("services.drift").setLevel(logging.ERROR)
     result = Result("drift")
     n_preds = 3000 if quick else 12_000
-    stationary_n = 20_000 if quick else 100_000
-    seeds = [7] if quick else [7, 8, 9]
     result.notes.append(
-        f"throughput: {n_preds} predictions, 20 numeric features, reference loaded, window 500 evaluated every 100; "
-        "detection: Agrawal concept 0 -> 4 per-example log loss, change at 5000 (abrupt, and gradual over 1000), "
-        f"{len(seeds)} seed(s); stationary stream of {stationary_n} scaled to 100k; the service's cooldown at "
-        f"{LABELS_PER_S:g} labels/s; river runs the same detector class with the same parameters")
+        f"throughput: {n_preds} predictions, 20 numeric features, reference loaded, window 500 evaluated every 100")
 
     preds = _predictions(n_preds)
     in_memory = asyncio.run(_throughput(preds, None))
@@ -211,32 +151,5 @@ def run(quick: bool, console: Console) -> Result:
                   f"{in_memory:,.0f} in memory")
     result.target("events_per_s_20_features", 1000.0)
 
-    stationary = ds.loss_stream(stationary_n, None, seed=7)
-    abrupt = {s: ds.loss_stream(12_000, CHANGE, seed=s) for s in seeds}
-    gradual = {s: ds.loss_stream(12_000, CHANGE, width=WIDTH, seed=s + 10) for s in seeds}
-    scale = 100_000 / stationary_n
-    for name, config in DETECTORS.items():
-        for side, alerts_of in (("", lambda c, x: asyncio.run(_service_alerts(c, x))), ("river_", _river_alerts)):
-            t0 = time.perf_counter()
-            delays, misses, extra = [], 0, 0
-            for stream in abrupt.values():
-                alerts = alerts_of(config, stream)
-                d, hit = _delay(alerts, CHANGE, stream.size)
-                delays.append(d)
-                misses += not hit
-                extra += max(0, len([a for a in alerts if a >= CHANGE]) - 1)
-            # A gradual change is timed from the start of its transition (river's sigmoid at 12%).
-            gradual_delays = [_delay(alerts_of(config, s), CHANGE - WIDTH // 2, s.size)[0] for s in gradual.values()]
-            false_alarms = len(alerts_of(config, stationary)) * scale
-            result.figure(f"{side}delay_{name}", float(np.mean(delays)))
-            result.figure(f"{side}delay_gradual_{name}", float(np.mean(gradual_delays)))
-            result.figure(f"{side}false_alarms_per_100k_{name}", false_alarms)
-            result.figure(f"{side}alerts_per_shift_{name}", 1 + extra / len(abrupt))
-            result.figure(f"{side}misses_{name}", misses)
-            console.print(f"{side or 'service_'}{name}: delay {np.mean(delays):.0f} (gradual "
-                          f"{np.mean(gradual_delays):.0f}), {false_alarms:.1f} false alarms / 100k, "
-                          f"{1 + extra / len(abrupt):.1f} alerts per shift ({time.perf_counter() - t0:.1f} s)")
-        result.target(f"false_alarms_per_100k_{name}", 1.0, higher_is_better=False)
-        result.target(f"delay_{name}", 200.0, higher_is_better=False)
-        result.target(f"alerts_per_shift_{name}", 1.0, higher_is_better=False)
+    drift_alerts.measure(result, quick, console)
     return result

@@ -58,5 +58,6 @@ def test_config_is_picked_by_type() -> None:
 def test_settings_read_the_detector_as_json(monkeypatch: pytest.MonkeyPatch) -> None:
     assert DriftSettings().detector.type == "adwin"
     monkeypatch.setenv("MLOPS_DRIFT_DETECTOR", '{"type": "kswin", "alpha": 0.001}')
+    monkeypatch.setenv("MLOPS_DRIFT_CONCEPT_DETECTION", "false")  # kswin watches the score, not a loss
     detector = DriftSettings().detector
     assert isinstance(detector, detectors.KswinConfig) and detector.alpha == 0.001
