@@ -249,6 +249,9 @@ class PlatformMiddleware:
             if self.guard.enabled:
                 authorization = _header(scope, b"authorization") or cookie_token(request)
                 principal = await self.guard.authenticate(authorization)
+                # The method's own permission before anything of the body is read: a caller who may not
+                # call the route learns nothing from it (a bad stage is 400 only to those who may use it).
+                self.guard.authorize(principal, permission)
             reason = ""
             body: bytes | None = None
             permissions: tuple[str, ...] = (permission,)

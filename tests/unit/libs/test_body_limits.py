@@ -212,3 +212,12 @@ async def test_an_over_limit_body_is_freed_when_answered(tmp_path: Path) -> None
         tracemalloc.stop()
         gc.enable()
     assert held < limit // 4, f"{held} bytes held after the answer"
+
+
+@pytest.mark.parametrize("body", [b'{"stage": "no such stage"}', b'{"stage": "production"}', b"not json at all"])
+async def test_a_caller_without_the_routes_permission_is_403_before_its_body_is_read(tmp_path: Path,
+                                                                                      body: bytes) -> None:
+    app, _ = _app(tmp_path, True)
+    _, viewer = TokenStore(tmp_path / "tokens.json").create("v", "viewer")
+    client = await _call(app, "POST", "/v1/models/m/versions/1/stage", body, token=viewer)
+    assert client.status == 403 and client.pulled == 0
