@@ -5,7 +5,6 @@ channels that send the current trace context (and the service token) in metadata
 from __future__ import annotations
 
 import inspect
-import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -18,6 +17,7 @@ from opentelemetry.trace import Status, StatusCode
 from mlops import telemetry
 from mlops.auth import audit, policy
 from mlops.auth.guard import Guard, current_principal
+from mlops.auth.local import own_service_token
 from mlops.auth.refusals import RefusalAudit, is_refusal
 from mlops.bus.producer import Producer
 from mlops.errors import MlopsError
@@ -366,7 +366,7 @@ class _TracingChannel:
 
     def __init__(self, inner: grpc.aio.Channel) -> None:
         self._inner = inner
-        self._token = os.environ.get("MLOPS_SERVICE_TOKEN")
+        self._token = own_service_token()
 
     def unary_unary(self, method: str, *args: Any, **kwargs: Any) -> Any:
         return _TracedMultiCallable(self._inner.unary_unary(method, *args, **kwargs), method, self._token)

@@ -80,7 +80,14 @@ def local_token(settings: PlatformSettings | None = None) -> str | None:
     return path.read_text().strip() if path.exists() else None
 
 
+def own_service_token() -> str | None:
+    """The token this service presents to its peers (``MLOPS_SERVICE_TOKEN``), whitespace dropped (a Secret
+    or file made with ``echo`` ends in a newline); None when unset. The one place it is read."""
+    token = (os.environ.get("MLOPS_SERVICE_TOKEN") or "").strip()
+    return token or None
+
+
 def service_headers() -> dict[str, str]:
     """HTTP headers a service sends when it calls another service's REST API."""
-    token = os.environ.get("MLOPS_SERVICE_TOKEN")
+    token = own_service_token()
     return {"authorization": f"Bearer {token}"} if token else {}

@@ -3,13 +3,13 @@ console shows exactly what any other client would see, and a service that is dow
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import httpx
 from fastapi import APIRouter, Depends, Query, Response
 from fastapi.responses import HTMLResponse
 
+from mlops.auth.local import service_headers
 from mlops.console.html import (
     PAGE_HEADERS,
     esc,
@@ -36,9 +36,7 @@ async def _get(service: str, path: str) -> tuple[Any, str | None]:
     """``(json, None)`` or ``(None, reason)`` when the service cannot answer."""
     url = f"http://{peer_address(service, 'http')}{path}"
     try:
-        token = os.environ.get("MLOPS_SERVICE_TOKEN")
-        headers = {"authorization": f"Bearer {token}"} if token else {}
-        async with httpx.AsyncClient(timeout=5.0, headers=headers) as client:
+        async with httpx.AsyncClient(timeout=5.0, headers=service_headers()) as client:
             resp = await client.get(url)
     except httpx.HTTPError as exc:
         return None, f"{service} unreachable: {exc.__class__.__name__}"

@@ -7,6 +7,7 @@ No Docker engine is needed: ``docker-compose config`` validates offline; the res
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -68,13 +69,24 @@ def test_contract_ports_match_settings_defaults() -> None:
     assert DEFAULT_PORTS == CONTRACT_PORTS
 
 
-def test_docker_compose_config_is_valid() -> None:
+@pytest.fixture(scope="module")
+def secrets_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """The environment compose renders in once ``scripts/compose-secrets`` made its tokens (a clean clone has
+    none, and compose refuses to render without them: auth is never off by omission)."""
+    env = {**os.environ, "MLOPS_SECRETS_DIR": str(tmp_path_factory.mktemp("compose-secrets"))}
+    subprocess.run([str(ROOT / "scripts" / "compose-secrets")], env=env, check=True, capture_output=True,
+                   timeout=120)
+    return env
+
+
+def test_docker_compose_config_is_valid(secrets_env: dict[str, str]) -> None:
     exe = shutil.which("docker-compose")
     # scripts/bootstrap installs it: a missing binary is a broken set-up, not a reason to skip.
     assert exe is not None, "docker-compose is not installed; run ./scripts/bootstrap"
     proc = subprocess.run(
         [exe, "-f", str(COMPOSE), "config", "-q"],
         cwd=ROOT,
+        env=secrets_env,
         capture_output=True,
         text=True,
         timeout=120,
@@ -82,11 +94,12 @@ def test_docker_compose_config_is_valid() -> None:
     assert proc.returncode == 0, proc.stderr or proc.stdout
 
 
-def test_docker_compose_resolved_config_has_every_service() -> None:
+def test_docker_compose_resolved_config_has_every_service(secrets_env: dict[str, str]) -> None:
     exe = shutil.which("docker-compose")
     # scripts/bootstrap installs it: a missing binary is a broken set-up, not a reason to skip.
     assert exe is not None, "docker-compose is not installed; run ./scripts/bootstrap"
-    proc = subprocess.run([exe, "-f", str(COMPOSE), "config"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([exe, "-f", str(COMPOSE), "config"], cwd=ROOT, env=secrets_env, capture_output=True,
+                          text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     resolved = yaml.safe_load(proc.stdout)
     for name in CONTRACT_PORTS:

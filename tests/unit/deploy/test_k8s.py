@@ -98,3 +98,18 @@ def test_every_pod_dials_its_peers_at_their_service_names(monkeypatch: pytest.Mo
                 name, _, rest = host.partition(".")
                 namespace = rest.split(".")[0] if rest else deployment["metadata"]["namespace"]
                 assert int(port) in services.get((name, namespace), set()), f"no Service answers {where}"
+
+
+def test_every_service_that_calls_a_peer_gets_its_own_token_from_the_secret() -> None:
+    from mlops.auth.policy import SERVICE_ROLES
+
+    for deployment in [o for o in _rendered() if o["kind"] == "Deployment"]:
+        service = deployment["metadata"]["name"].removeprefix("mlops-")
+        env = {e["name"]: e for e in deployment["spec"]["template"]["spec"]["containers"][0].get("env", [])}
+        token = env.get("MLOPS_SERVICE_TOKEN")
+        if service in SERVICE_ROLES:
+            assert token is not None, f"{service} calls peers but gets no token of its own"
+            ref = token["valueFrom"]["secretKeyRef"]
+            assert (ref["name"], ref["key"]) == ("mlops-secrets", f"{service}.token"), service
+        else:
+            assert token is None, f"{service} calls no peer and needs no token"

@@ -5,7 +5,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mlops.auth.local import LEGACY_SERVICES_TOKEN, ensure_local_tokens, service_token
+import pytest
+
+from mlops.auth.local import (
+    LEGACY_SERVICES_TOKEN,
+    ensure_local_tokens,
+    own_service_token,
+    service_headers,
+    service_token,
+)
 from mlops.auth.policy import SERVICE_ROLES
 from mlops.auth.tokens import TokenStore
 from mlops.settings import SERVICES, PlatformSettings
@@ -55,3 +63,10 @@ def test_the_old_shared_admin_service_token_is_revoked_and_its_file_removed(tmp_
     ensure_local_tokens(settings)
     assert store.verify(legacy) is None
     assert not (tmp_path / "auth" / "service.token").exists()
+
+
+def test_the_service_token_is_read_in_one_place_without_its_newline(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLOPS_SERVICE_TOKEN", "tok-123\n")
+    assert own_service_token() == "tok-123" and service_headers() == {"authorization": "Bearer tok-123"}
+    monkeypatch.setenv("MLOPS_SERVICE_TOKEN", " \n")
+    assert own_service_token() is None and service_headers() == {}
