@@ -14,6 +14,7 @@ import json
 import os
 import random
 import re
+import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -54,6 +55,7 @@ class ServiceReport:
     operations: int = 0
     cases: int = 0
     max_status: int = 0
+    seconds: float = 0.0
     statuses: Counter[int] = field(default_factory=Counter)
     server_errors: list[str] = field(default_factory=list)
 
@@ -66,7 +68,7 @@ class ServiceReport:
 
     def line(self) -> str:
         return (f"{self.service:<14} operations={self.operations:<3} cases={self.cases:<5} "
-                f"max_status={self.max_status} 5xx={len(self.server_errors)} "
+                f"max_status={self.max_status} 5xx={len(self.server_errors)} seconds={self.seconds:.0f} "
                 f"statuses={dict(sorted(self.statuses.items()))}")
 
 
@@ -363,6 +365,8 @@ def _healthy(secure: SecureStack, service: str) -> bool:
         return False
 
 
+# The suite's stack starts (a minute or two) within the first test that asks for it: this may be that one.
+@pytest.mark.timeout(600)
 def test_no_input_gives_a_server_error(secure: SecureStack, capsys: pytest.CaptureFixture[str]) -> None:
     # A second admin token: whatever the fuzz changes, the suite's own admin token stays as it was.
     headers = {"authorization": f"Bearer {secure.token('admin')}"}
@@ -373,6 +377,7 @@ def test_no_input_gives_a_server_error(secure: SecureStack, capsys: pytest.Captu
         for service in sorted(SERVICES, key=lambda name: name == "registry"):
             report = ServiceReport(service)
             reports.append(report)
+            started = time.monotonic()
             document, schema = _load_schema(secure, service, headers)
             base_url = secure.url(service)
             over_limit_sent = False
@@ -393,6 +398,7 @@ def test_no_input_gives_a_server_error(secure: SecureStack, capsys: pytest.Captu
                     _past_the_limit(operation, known, base_url=base_url, headers=headers, session=session,
                                     report=report)
                     over_limit_sent = True
+            report.seconds = time.monotonic() - started
     unhealthy = [service for service in SERVICES if not _healthy(secure, service)]
     title = f"fuzz (auth on, admin token, MLOPS_TEST_FUZZ_SEED={FUZZ_SEED}):"
     summary = "\n".join([title, *(r.line() for r in reports)])
