@@ -192,8 +192,10 @@ def measure(result: Result, quick: bool, console: Console) -> None:
         result.figure(f"alert_misses_{name}", misses)
         result.figure(f"river_misses_{name}", river_misses)
         result.target(f"alert_misses_{name}", 0, higher_is_better=False)
-        result.figure(f"delay_{name}", result.figures[f"alert_delay_{name}_abrupt"])
-        result.figure(f"river_delay_{name}", result.figures[f"river_delay_{name}_abrupt"])
+        # the headline delay: the abrupt change, or the score's shift for a detector refused for a loss
+        headline = "abrupt" if f"alert_delay_{name}_abrupt" in result.figures else "shift"
+        result.figure(f"delay_{name}", result.figures[f"alert_delay_{name}_{headline}"])
+        result.figure(f"river_delay_{name}", result.figures[f"river_delay_{name}_{headline}"])
         result.figure(f"false_alarms_per_100k_{name}", max(false_alarms.values()))
         result.figure(f"river_false_alarms_per_100k_{name}", max(river_false.values()))
         result.target(f"false_alarms_per_100k_{name}", 1.0, higher_is_better=False)
