@@ -2,8 +2,7 @@
 
 A record carries the prediction id, model, version, the row's inputs (named by the version's signature),
 its outputs, the request's latency and time, and, in its ``traceparent`` header, the trace of the request
-that made it (records are produced inside that request's trace context, so the producer span is a child
-of the request's span). ``event_id`` is ``prediction:<prediction_id>``, so consumers drop repeats.
+that made it (the consumer's span continues that request's trace). ``event_id`` is ``prediction:<prediction_id>``, so consumers drop repeats.
 
 The request path only appends one entry to a bounded buffer (no protobuf, no I/O); a background task
 builds the records and publishes them in batches. When the buffer is full (the broker is down or slower
@@ -32,6 +31,7 @@ import numpy as np
 from google.protobuf import timestamp_pb2
 from opentelemetry import context as otel_context
 
+from mlops import telemetry
 from mlops.bus import topics
 from mlops.bus.producer import Producer
 from mlops.v1 import events_pb2
@@ -168,20 +168,21 @@ class PredictionLog:
         metrics.PREDICTION_LOG_BUFFERED.set(self._rows)
 
     async def _publish(self, batch: list[Entry]) -> None:
-        tasks = []
+        """The batch's records in one ``send_many`` (one record batch per partition), each with the trace
+        headers of the request that made it."""
+        items: list[tuple[str | None, events_pb2.Prediction, str]] = []
+        traces: list[list[tuple[str, bytes]]] = []
         for entry in batch:
-            # Each request's records are produced in that request's trace context: the task copies the
-            # context current at its creation, so the PRODUCER span and the traceparent header are its own.
             token = otel_context.attach(entry.context)
             try:
-                tasks.append(asyncio.create_task(self._producer.send_many(topics.PREDICTIONS, to_records(entry))))
+                headers = telemetry.inject_headers()
             finally:
                 otel_context.detach(token)
-        results = await asyncio.gather(*tasks, return_exceptions=True)
-        for result in results:
-            if isinstance(result, BaseException):
-                raise result
-        self._published.inc(sum(e.inputs.shape[0] for e in batch))
+            records = to_records(entry)
+            items.extend(records)
+            traces.extend([headers] * len(records))
+        await self._producer.send_many(topics.PREDICTIONS, items, trace_headers=traces)
+        self._published.inc(len(items))
 
     async def close(self, timeout_s: float = 10.0) -> None:
         """Stop taking entries and publish what is buffered (for at most ``timeout_s``)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
@@ -97,8 +98,15 @@ class Producer:
             self._partition_of.clear()
         return partitions
 
-    async def send_many(self, topic: str, items: list[tuple[str | None, Message, str]]) -> None:
-        """Produce many ``(key, message, event_id)`` at once, then wait for every ack.
+    async def send_many(self, topic: str, items: list[tuple[str | None, Message, str]],
+                        trace_headers: Sequence[list[tuple[str, bytes]]] | None = None) -> None:
+        """Produce many ``(key, message, event_id)`` at once, then wait for every ack. ``trace_headers``,
+        when given, are each item's own (records made by different requests, sent together, each in the
+        trace of its request); otherwise every record carries the current trace.
+
+        One call for many records, not one call per request: aiokafka queues one batch per partition and a
+        new batch waits until the partition's last one drained, so hundreds of concurrent calls wait on
+        each other's round trips past the producer's timeout (inference's log failed so, on and on).
 
         Keyed records go into one record batch per partition, filled in place (aiokafka's ``create_batch``
         / ``send_batch``), in the partition the default partitioner picks (one key's records stay in
@@ -107,17 +115,17 @@ class Producer:
         a batch lookup, each time); here a record costs one append."""
         full = topics.name(topic, self._settings)
         with _producer_span(full, f"batch of {len(items)}"):
-            trace_headers = telemetry.inject_headers()
+            current = telemetry.inject_headers()
             partitions = await self._partition_list(full)
             cache = self._partition_of
             if len(cache) > MAX_CACHED_KEYS:
                 cache.clear()
             builders: dict[int, Any] = {}  # aiokafka's BatchBuilder per partition
             acks: list[asyncio.Future[Any]] = []
-            for key, message, event_id in items:
+            for i, (key, message, event_id) in enumerate(items):
                 key_bytes = key.encode() if key else None
                 value = message.SerializeToString()
-                headers = build_headers(event_id, trace_headers)
+                headers = build_headers(event_id, current if trace_headers is None else trace_headers[i])
                 if key_bytes is None:  # unkeyed: the producer picks the partition, as it would
                     acks.append(await self._producer.send(full, value=value, headers=headers))
                     continue

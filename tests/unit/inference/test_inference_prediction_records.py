@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import torch
 from opentelemetry import context as otel_context
-from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 
 from mlops.v1 import events_pb2
@@ -29,14 +28,18 @@ class RecordingProducer:
     def __init__(self, failures: int = 0) -> None:
         self.sent: list[tuple[str, events_pb2.Prediction, str, str]] = []
         self.failures = failures
+        self.calls = 0
 
-    async def send_many(self, topic: str, items: list[tuple[str | None, events_pb2.Prediction, str]]) -> None:
+    async def send_many(self, topic: str, items: list[tuple[str | None, events_pb2.Prediction, str]],
+                        trace_headers: list[list[tuple[str, bytes]]] | None = None) -> None:
+        self.calls += 1
         if self.failures:
             self.failures -= 1
             raise ConnectionError("broker down")
-        trace_id = format(trace.get_current_span().get_span_context().trace_id, "032x")
-        for _, record, event_id in items:
-            self.sent.append((topic, record, event_id, trace_id))
+        assert trace_headers is not None and len(trace_headers) == len(items)
+        for (_, record, event_id), headers in zip(items, trace_headers, strict=True):
+            traceparent = dict(headers).get("traceparent", b"00-" + b"0" * 32).decode()
+            self.sent.append((topic, record, event_id, traceparent.split("-")[1]))
 
 
 def entry(pid: str, rows: int, **params: object) -> Entry:
@@ -72,6 +75,7 @@ async def test_records_are_published_in_each_requests_trace() -> None:
     assert len(set(traces)) == 2 and "0" * 32 not in traces
     assert [(r.prediction_id, t) for _, r, _, t in producer.sent] == [
         ("a-0", traces[0]), ("a-1", traces[0]), ("b", traces[1])]
+    assert producer.calls == 1  # the batch in one send, not a send per request
     assert {topic for topic, *_ in producer.sent} == {"predictions"}
 
 
