@@ -39,7 +39,8 @@ RECORDS_CONSUMED = Counter(
 )
 RECORDS_PRODUCED = Counter("mlops_records_produced_total", "Kafka records produced.", ["service", "topic"])
 CONSUMER_LAG = Gauge(
-    "mlops_consumer_lag", "Records behind the high watermark.", ["service", "group", "topic", "partition"]
+    "mlops_consumer_lag", "Records after the group's committed offset (log end minus committed).",
+    ["service", "group", "topic", "partition"],
 )
 CONSUMER_ASSIGNED = Gauge(
     "mlops_consumer_assigned_partitions", "Partitions assigned to this replica's consumer.",

@@ -2,7 +2,8 @@
 
 A record carries the prediction id, model, version, the row's inputs (named by the version's signature),
 its outputs, the request's latency and time, and, in its ``traceparent`` header, the trace of the request
-that made it (the consumer's span continues that request's trace). ``event_id`` is ``prediction:<prediction_id>``, so consumers drop repeats.
+that made it (the consumer's span continues that request's trace). ``event_id`` is
+``prediction:<prediction_id>``, so consumers drop repeats.
 
 The request path only appends one entry to a bounded buffer (no protobuf, no I/O); a background task
 builds the records and publishes them in batches. When the buffer is full (the broker is down or slower

@@ -177,9 +177,16 @@ def test_a_flush_does_not_vouch_for_rows_another_lane_buffered_while_it_wrote(tm
     async def lanes() -> tuple[bool, bool]:
         flushing = asyncio.create_task(handle([_env(0), _env(1)], False))  # 2 rows: this lane flushes
         await asyncio.to_thread(writing.wait, 10)
+        buffered = asyncio.Event()
+        add = core.offline.add
+
+        def add_and_tell(*args: Any) -> None:
+            add(*args)
+            buffered.set()
+
+        core.offline.add = add_and_tell  # type: ignore[method-assign]
         other = asyncio.create_task(handle([_env(2)], False))  # buffered while the flush writes
-        while core.offline.pending < 3:  # row 2 is in the buffer (its lane then waits for the flush)
-            await asyncio.sleep(0.001)
+        await buffered.wait()  # row 2 is in the buffer (its lane then waits for the flush)
         release.set()
         return await flushing, await other
 
