@@ -240,6 +240,12 @@ class DynamicBatcher:
         average = self._compute_ewma_s
         self._compute_ewma_s = seconds if average is None else average + 0.1 * (seconds - average)
 
+    def _timed_forward(self, inputs: np.ndarray) -> tuple[np.ndarray, float]:
+        """The forward pass and how long it took, measured where it runs."""
+        started = time.perf_counter()
+        output = self._forward(inputs)
+        return output, time.perf_counter() - started
+
     async def _execute(self, batch: list[_Item], rows: int) -> None:
         now = time.perf_counter()
         observe_queue = self._queue_time.observe
@@ -248,14 +254,16 @@ class DynamicBatcher:
         self.executing = len(batch)
         try:
             inputs = batch[0].rows if len(batch) == 1 else np.concatenate([i.rows for i in batch], axis=0)
-            started = time.perf_counter()
             if self._run_inline():
-                output = self._forward(inputs)
+                output, compute_s = self._timed_forward(inputs)
             else:
-                output = await asyncio.get_running_loop().run_in_executor(self._executor, self._forward, inputs)
-            done = time.perf_counter()
-            self._observe_compute(done - started)
-            self._compute_time.observe(done - now)
+                output, compute_s = await asyncio.get_running_loop().run_in_executor(
+                    self._executor, self._timed_forward, inputs)
+            # The forward pass alone decides where the next one runs, never the hand-off to the thread
+            # and back: on a busy machine that wait alone passed the inline limit and kept short passes off
+            # the event loop.
+            self._observe_compute(compute_s)
+            self._compute_time.observe(time.perf_counter() - now)
             self._batch_rows.observe(rows)
             self._batch_requests.observe(len(batch))
             parts = split_rows(output, [item.rows.shape[0] for item in batch])

@@ -212,7 +212,8 @@ async def test_auto_executor_runs_short_passes_inline_and_long_ones_on_the_threa
         time.sleep(delay["s"])
         return rows + 1.0
 
-    batcher = DynamicBatcher(forward, max_batch_size=4, max_queue_delay_s=0.0, auto_inline_max_s=0.002,
+    # A limit far above a short pass (~10 us) and far below a long one, so the machine's load cannot blur them.
+    batcher = DynamicBatcher(forward, max_batch_size=4, max_queue_delay_s=0.0, auto_inline_max_s=0.02,
                              labels=("auto", "1"))
     batcher.start()
     loop_thread = threading.current_thread().name
@@ -222,7 +223,7 @@ async def test_auto_executor_runs_short_passes_inline_and_long_ones_on_the_threa
     assert threads[0].startswith("forward-auto:1")
     assert set(threads[1:]) == {loop_thread}
 
-    delay["s"] = 0.01  # five times the limit: the moving average crosses it within a few passes
+    delay["s"] = 0.1  # five times the limit: the moving average crosses it within a few passes
     threads.clear()
     for _ in range(10):
         await batcher.submit(np.ones((1, 2), dtype=np.float32))
