@@ -7,7 +7,7 @@ from __future__ import annotations
 import inspect
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Any, NoReturn
 
 import grpc
 from opentelemetry import context as otel_context
@@ -128,6 +128,53 @@ async def _audit_success(permissions: tuple[str, ...], producer: Callable[[], Pr
                        actor_id=principal.token_id if principal else "", on_behalf_of=_on_behalf_of(context))
 
 
+class _Call:
+    """One call of a method, as every handler kind records it: its server span (continuing the caller's
+    trace), its outcome code, its latency."""
+
+    __slots__ = ("_m", "_span", "_start", "_token", "authorization", "code")
+
+    def __init__(self, m: _Method, context: grpc.aio.ServicerContext) -> None:
+        self._m = m
+        self._start = time.perf_counter()
+        ctx, self.authorization = _read_metadata(context)
+        # start_span + attach rather than start_as_current_span: the context-manager machinery costs more
+        # than the span on the hot path.
+        if ctx is _ROOT and not telemetry.exporting():
+            # No caller trace to continue and no one to read a span: the call's own (empty) context stands.
+            self._span: trace.Span = trace.INVALID_SPAN
+            self._token: object | None = None
+        else:
+            self._span = telemetry.tracer().start_span(m.name, context=ctx, kind=trace.SpanKind.SERVER,
+                                                       attributes=m.attributes)
+            self._token = otel_context.attach(trace.set_span_in_context(self._span, ctx))
+        self.code = "OK"
+
+    async def failed(self, exc: BaseException, context: grpc.aio.ServicerContext) -> NoReturn:
+        """Record ``exc`` and end the call with it: a platform error as its gRPC status, anything else as is."""
+        span = self._span
+        if isinstance(exc, MlopsError):
+            self.code = exc.grpc_code.name
+            span.set_attribute("rpc.grpc.status_code", exc.grpc_code.value[0])
+            span.set_status(Status(StatusCode.ERROR, exc.message))
+            await context.abort(exc.grpc_code, exc.message)
+        if isinstance(exc, grpc.aio.AbortError):
+            self.code = "ABORTED_BY_HANDLER"
+        else:
+            self.code = "INTERNAL" if isinstance(exc, Exception) else "CANCELLED"
+            span.record_exception(exc)
+            span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+        raise exc
+
+    def finish(self) -> None:
+        self._span.end()
+        if self._token is not None:
+            otel_context.detach(self._token)  # type: ignore[arg-type]
+        m = self._m
+        (m.ok if self.code == "OK" else m.requests(self.code)).inc()
+        m.latency.observe(time.perf_counter() - self._start)
+
+
 def _wrap_unary(
     fn: Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]],
     service: str,
@@ -141,44 +188,18 @@ def _wrap_unary(
     m = _Method(service, method, guard)
 
     async def handler(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        start = time.perf_counter()
-        ctx, authorization = _read_metadata(context)
-        # start_span + attach rather than start_as_current_span: the context-manager machinery costs more
-        # than the span on the hot path.
-        if ctx is _ROOT and not telemetry.exporting():
-            # No caller trace to continue and no one to read a span: the call's own (empty) context stands.
-            span: trace.Span = trace.INVALID_SPAN
-            token = None
-        else:
-            span = telemetry.tracer().start_span(m.name, context=ctx, kind=trace.SpanKind.SERVER,
-                                                 attributes=m.attributes)
-            token = otel_context.attach(trace.set_span_in_context(span, ctx))
-        code = "OK"
+        call = _Call(m, context)
         try:
             # Client-streaming requests are checked before the stream is read.
-            permissions = await _admit(m, guard, authorization, None if streaming else request, context, refusals)
+            permissions = await _admit(m, guard, call.authorization, None if streaming else request, context,
+                                       refusals)
             result = await fn(request, context)
             await _audit_success(permissions, producer, method, None if streaming else request, context)
             return result
-        except MlopsError as exc:
-            code = exc.grpc_code.name
-            span.set_attribute("rpc.grpc.status_code", exc.grpc_code.value[0])
-            span.set_status(Status(StatusCode.ERROR, exc.message))
-            await context.abort(exc.grpc_code, exc.message)
-        except grpc.aio.AbortError:
-            code = "ABORTED_BY_HANDLER"
-            raise
         except BaseException as exc:
-            code = "INTERNAL" if isinstance(exc, Exception) else "CANCELLED"
-            span.record_exception(exc)
-            span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
-            raise
+            await call.failed(exc, context)
         finally:
-            span.end()
-            if token is not None:
-                otel_context.detach(token)
-            (m.ok if code == "OK" else m.requests(code)).inc()
-            m.latency.observe(time.perf_counter() - start)
+            call.finish()
 
     return handler
 
@@ -198,18 +219,10 @@ def _wrap_stream(
     m = _Method(service, method, guard)
 
     async def handler(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-        start = time.perf_counter()
-        ctx, authorization = _read_metadata(context)
-        if ctx is _ROOT and not telemetry.exporting():
-            span: trace.Span = trace.INVALID_SPAN
-            token = None
-        else:
-            span = telemetry.tracer().start_span(m.name, context=ctx, kind=trace.SpanKind.SERVER,
-                                                 attributes=m.attributes)
-            token = otel_context.attach(trace.set_span_in_context(span, ctx))
-        code = "OK"
+        call = _Call(m, context)
         try:
-            permissions = await _admit(m, guard, authorization, None if streaming else request, context, refusals)
+            permissions = await _admit(m, guard, call.authorization, None if streaming else request, context,
+                                       refusals)
             result = fn(request, context)
             if inspect.isawaitable(result):  # a handler that writes with context.write and returns
                 result = await result
@@ -217,24 +230,10 @@ def _wrap_stream(
                 async for item in result:
                     yield item
             await _audit_success(permissions, producer, method, None if streaming else request, context)
-        except MlopsError as exc:
-            code = exc.grpc_code.name
-            span.set_status(Status(StatusCode.ERROR, exc.message))
-            await context.abort(exc.grpc_code, exc.message)
-        except grpc.aio.AbortError:
-            code = "ABORTED_BY_HANDLER"
-            raise
         except BaseException as exc:
-            code = "INTERNAL" if isinstance(exc, Exception) else "CANCELLED"
-            span.record_exception(exc)
-            span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
-            raise
+            await call.failed(exc, context)
         finally:
-            span.end()
-            if token is not None:
-                otel_context.detach(token)
-            (m.ok if code == "OK" else m.requests(code)).inc()
-            m.latency.observe(time.perf_counter() - start)
+            call.finish()
 
     return handler
 
