@@ -52,12 +52,14 @@ def process_cpu_s(pid: int) -> float | None:
     return None if fields is None else _cpu_s(fields)
 
 
-def process_tree_cpu_s(pid: int) -> float | None:
-    """CPU seconds used so far by ``pid`` and its descendants (None where ``/proc`` cannot say)."""
+def process_tree_cpu_s(pid: int, kids: list[int] | None = None) -> float | None:
+    """CPU seconds used so far by ``pid`` and its descendants (``kids``, found when not given; None where
+    ``/proc`` cannot say)."""
+    kids = _children(pid) if kids is None else kids
     own = process_cpu_s(pid)
     if own is None:
         return None
-    return own + sum(process_cpu_s(kid) or 0.0 for kid in _children(pid))
+    return own + sum(process_cpu_s(kid) or 0.0 for kid in kids)
 
 
 def main_thread_cpu_s(pid: int) -> float | None:
@@ -87,12 +89,15 @@ class Reading:
     @classmethod
     def now(cls, server_pid: int | None) -> Reading:
         own = os.times()
-        return cls(
-            server_s=process_tree_cpu_s(server_pid) if server_pid else None,
-            server_main_s=main_thread_cpu_s(server_pid) if server_pid else None,
-            own_s=own.user + own.system,
-            idle_s=machine_idle_s(),
-        )
+        server_s = server_main_s = None
+        if server_pid:
+            # The slow walk of /proc for descendants first, then the main thread and the process read back to
+            # back: a tick landing between those two reads would make the thread look busier than its process.
+            kids = _children(server_pid)
+            server_main_s = main_thread_cpu_s(server_pid)
+            server_s = process_tree_cpu_s(server_pid, kids)
+        return cls(server_s=server_s, server_main_s=server_main_s, own_s=own.user + own.system,
+                   idle_s=machine_idle_s())
 
 
 def usage(before: Reading, after: Reading, seconds: float, requests: int) -> dict[str, float | None]:
