@@ -20,10 +20,11 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from starlette.datastructures import MutableHeaders
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mlops import json_input, telemetry
+from mlops.asgi_refusal import error_response, run_refusable
 from mlops.auth import audit, policy
 from mlops.auth.guard import ANONYMOUS, Guard
 from mlops.auth.refusals import RefusalAudit, is_refusal
@@ -156,13 +157,6 @@ def _replay(body: bytes, receive: Receive) -> Receive:
     return replay
 
 
-def _error_response(path: str, exc: MlopsError) -> Response:
-    if path.startswith("/v2"):
-        # The Open Inference Protocol's error shape: unmodified tritonclient reads "error" as a string.
-        return JSONResponse({"error": exc.message, "code": exc.code}, status_code=exc.http_status)
-    return JSONResponse(exc.to_body(), status_code=exc.http_status)
-
-
 class PlatformMiddleware:
     """Observe, then guard, every HTTP request of one service."""
 
@@ -268,7 +262,7 @@ class PlatformMiddleware:
                 client = scope.get("client")
                 await self.refusals.report(exc, principal=principal, peer=client[0] if client else "",
                                            action=f"{method} {path}", target=path)
-            await _error_response(path, exc)(scope, receive, send)
+            await error_response(path, exc)(scope, receive, send)
             return
 
         ok = True
@@ -297,28 +291,8 @@ class PlatformMiddleware:
         """Run the app on the counted body (``receive``: the body the middleware read already, replayed, then
         ``counted``). Once the body passed the limit the answer is 413, whatever the app makes of its failed
         read (FastAPI turns a failed body read into a 400 of its own)."""
-        receive = receive or counted
-        started = False
-
-        async def limited_send(message: Message) -> None:
-            nonlocal started
-            if counted.exceeded:
-                if not started:
-                    started = True
-                    await _error_response(scope["path"], counted.error())(scope, receive, send)
-                return  # the app's own answer to the failed read is dropped
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
-        try:
-            await self.app(scope, receive, limited_send)
-        except Exception:
-            if not counted.exceeded:
-                raise
-        if counted.exceeded:
-            if not started:
-                await _error_response(scope["path"], counted.error())(scope, receive, send)
+        if await run_refusable(self.app, scope, receive or counted, send,
+                               lambda: counted.error() if counted.exceeded else None):
             # The chunks read up to the limit stay referenced from the failed read's traceback, which
             # FastAPI's handler holds in a reference cycle (its error -> traceback -> its own frame): free
             # them now, not at the next cyclic pass, which the services' GC thresholds make rare (two

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import re
 
-from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from mlops.asgi_refusal import run_refusable
 from mlops.errors import InvalidArgument
 
 # Every backslash in JSON starts an escape: a surrogate pair (fine), a lone surrogate (group 1), or any
@@ -72,34 +72,16 @@ class RefuseLoneSurrogates:
             await self.app(scope, receive, send)
             return
         scanner = LoneSurrogateScanner()
-        refused = False
-        started = False
+        refused: InvalidArgument | None = None
 
         async def scanned_receive() -> Message:
             nonlocal refused
             message = await receive()
-            if message["type"] == "http.request" and not refused:
+            if message["type"] == "http.request" and refused is None:
                 if scanner.feed(message.get("body", b""), final=not message.get("more_body", False)):
-                    refused = True
-            if refused:
-                raise refusal()
+                    refused = refusal()
+            if refused is not None:
+                raise refused
             return message
 
-        async def guarded_send(message: Message) -> None:
-            nonlocal started
-            if refused:
-                return  # the app's answer to its failed read is replaced below
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
-        try:
-            await self.app(scope, scanned_receive, guarded_send)
-        except Exception:
-            if not refused:
-                raise
-        if refused and not started:
-            error = refusal()
-            body: dict[str, object] = ({"error": error.message, "code": error.code} if scope["path"].startswith("/v2")
-                                       else error.to_body())
-            await JSONResponse(body, status_code=error.http_status)(scope, receive, send)
+        await run_refusable(self.app, scope, scanned_receive, send, lambda: refused)
